@@ -1,0 +1,144 @@
+"""The verdict on a trial (SPEC §6): protocol checks, then every segment replayed by the float64 oracle."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness import oracle
+from harness.spec import Task
+
+DISTANCE_TOL = 5e-3
+"""Normalised end-state distance allowed per tensor (see docs/calibration.md)."""
+LOSS_TOL = 1e-3
+"""Absolute deviation allowed between a logged loss and the replay's."""
+GROUP_LABEL = {"params": "", "m": "m of ", "v": "v of "}
+
+
+@dataclass
+class SegmentAudit:
+    index: int
+    first_step: int
+    last_step: int
+    distance: float
+    """Largest normalised end-state distance over every tensor of params, m and v."""
+    worst_tensor: str
+    loss_deviation: float
+    """Largest |logged loss - replayed loss| in the segment."""
+    worst_step: int
+
+
+@dataclass
+class Verdict:
+    accepted: bool
+    reason: str
+    check: str | None = None
+    """Which check failed: protocol, loss, end-state, or one of the runner's (crash, timeout, memory, ...)."""
+    hint: str | None = None
+    segments: list[SegmentAudit] = field(default_factory=list)
+
+
+def _segment_label(k: int, first: int, last: int) -> str:
+    return f"segment {k} (steps {first}-{last})"
+
+
+def check_protocol(task: Task, losses: list[tuple[int, float]], checkpoints: list[tuple[int, dict]]) -> str | None:
+    """The first protocol violation, or None: every step logged once in order, every checkpoint present, all finite."""
+    seen: set[int] = set()
+    expected_next = 0
+    for s, loss in losses:
+        if s in seen:
+            return f"protocol: step {s} was logged twice"
+        if not 0 <= s < task.steps:
+            return f"protocol: step {s} is outside the run's steps 0-{task.steps - 1}"
+        if s != expected_next:
+            return f"protocol: step {expected_next} was never logged (the next logged step is {s})" if s > expected_next else f"protocol: step {s} was logged out of order"
+        if not math.isfinite(loss):
+            return f"protocol: the loss of step {s} is not finite ({loss})"
+        seen.add(s)
+        expected_next = s + 1
+    if expected_next != task.steps:
+        return f"protocol: step {expected_next} was never logged"
+    due = task.checkpoint_steps()
+    got = [s for s, _ in checkpoints]
+    for s in got:
+        if s not in due:
+            return f"protocol: an unexpected checkpoint after step {s} (due after steps {_short(due)})"
+    for s in due:
+        if got.count(s) == 0:
+            return f"protocol: no checkpoint after step {s}"
+        if got.count(s) > 1:
+            return f"protocol: two checkpoints after step {s}"
+    if got != sorted(got):
+        return "protocol: checkpoints arrived out of order"
+    for s, groups in checkpoints:
+        for group, tensors in groups.items():
+            for name, array in tensors.items():
+                if not np.isfinite(array).all():
+                    return f"protocol: checkpoint after step {s}: {GROUP_LABEL[group]}{name} holds values that are not finite"
+    return None
+
+
+def _short(steps: list[int]) -> str:
+    return ", ".join(map(str, steps)) if len(steps) <= 6 else f"{steps[0]}, {steps[1]}, ..., {steps[-1]}"
+
+
+def _distance(submitted: np.ndarray, replayed: np.ndarray, start: np.ndarray) -> float:
+    moved = float(np.linalg.norm(replayed - start))
+    gap = float(np.linalg.norm(submitted - replayed))
+    if moved == 0.0:
+        return 0.0 if gap == 0.0 else math.inf
+    return gap / moved
+
+
+def audit_segment(
+    task: Task, start: oracle.TrainState, batches: np.ndarray, first: int, last: int,
+    logged: dict[int, float], end: dict[str, dict[str, np.ndarray]], index: int,
+) -> SegmentAudit:
+    """Replay steps first..last from `start` and measure the submission's end state and losses against it."""
+    losses, replayed = oracle.replay(task, start, batches, first, last)
+    worst_dist, worst_name = -1.0, ""
+    for group, rep, st in (("params", replayed.params, start.params), ("m", replayed.m, start.m), ("v", replayed.v, start.v)):
+        for name in rep:
+            d = _distance(end[group][name], rep[name], st[name])
+            if d > worst_dist:
+                worst_dist, worst_name = d, GROUP_LABEL[group] + name
+    deviations = [abs(logged[s] - loss) for s, loss in zip(range(first, last + 1), losses)]
+    k = int(np.argmax(deviations))
+    return SegmentAudit(index, first, last, worst_dist, worst_name, float(deviations[k]), first + k)
+
+
+def audit_run(
+    task: Task, initial_params: dict[str, np.ndarray], batches: np.ndarray,
+    losses: list[tuple[int, float]], checkpoints: list[tuple[int, dict]],
+    distance_tol: float = DISTANCE_TOL, loss_tol: float = LOSS_TOL, on_segment=None,
+) -> Verdict:
+    """Accept or reject a completed trial; the reason names the check, the segment, the step and the tensor."""
+    problem = check_protocol(task, losses, checkpoints)
+    if problem:
+        return Verdict(False, problem, "protocol")
+    logged = dict(losses)
+    state = oracle.TrainState.initial(initial_params)
+    first = 0
+    segments: list[SegmentAudit] = []
+    failure: Verdict | None = None
+    for k, (last, groups) in enumerate(checkpoints):
+        seg = audit_segment(task, state, batches, first, last, logged, groups, k)
+        segments.append(seg)
+        if failure is None:
+            where = _segment_label(k, first, last)
+            if seg.loss_deviation > loss_tol:
+                failure = Verdict(False, f"{where}: loss of step {seg.worst_step} is off by {seg.loss_deviation:.3g} > {loss_tol:g}", "loss")
+            elif seg.distance > distance_tol:
+                failure = Verdict(False, f"{where}: {seg.worst_tensor} end-state distance {seg.distance:.3g} > {distance_tol:g}", "end-state")
+        if on_segment:
+            on_segment(k)
+        # the next segment starts from what the submission says it had: each segment is judged locally
+        state = oracle.TrainState(groups["params"], groups["m"], groups["v"])
+        first = last + 1
+    if failure:
+        failure.segments = segments
+        return failure
+    return Verdict(True, "every segment matches the float64 replay", None, segments=segments)

@@ -1,0 +1,64 @@
+"""The framing between a trial's worker and the parent: a JSON header and raw array bytes, never pickle.
+
+A frame is MAGIC, a 4-byte little-endian header length, the UTF-8 JSON header, then `nbytes` raw bytes
+of payload when the header says so. The parent bounds every length before it reads, so a worker that
+writes garbage gets a protocol error, not a crash or an unbounded allocation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+MAGIC = b"LB01"
+MAX_HEADER = 1 << 20
+
+
+class WireError(Exception):
+    """The byte stream is not a valid frame."""
+
+
+def write_frame(fd: int, header: dict, payload: bytes | memoryview | None = None) -> None:
+    body = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    _write_all(fd, MAGIC + struct.pack("<I", len(body)) + body)
+    if payload is not None:
+        _write_all(fd, payload)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def read_exact(fd: int, n: int) -> bytes:
+    chunks, left = [], n
+    while left:
+        chunk = os.read(fd, min(left, 1 << 22))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_header(fd: int) -> dict:
+    """One frame's header; raises EOFError at a clean end of stream, WireError on garbage."""
+    try:
+        prefix = read_exact(fd, 8)
+    except EOFError:
+        raise
+    if prefix[:4] != MAGIC:
+        raise WireError("the worker's stream holds bytes that are not a message")
+    (length,) = struct.unpack("<I", prefix[4:])
+    if length > MAX_HEADER:
+        raise WireError(f"a message header of {length} bytes is over the limit of {MAX_HEADER}")
+    try:
+        header = json.loads(read_exact(fd, length).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WireError(f"a message header is not JSON: {err}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
+        raise WireError("a message header has no type")
+    return header
