@@ -99,6 +99,97 @@ def reference(
     _emit(as_json, payload, text)
 
 
+CoresOpt = Annotated[Optional[int], typer.Option("--cores", help="CPU cores of the budget (default: the workload's).")]
+MemoryOpt = Annotated[Optional[str], typer.Option("--memory", help="Memory budget of the whole process tree, e.g. 4G, 512M or 4096 (MiB).")]
+TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", help="Wall-clock limit of one run's timed phase, in seconds.")]
+
+
+def _budget(workload, cores, memory, timeout):
+    from harness.spec import budget_with
+
+    return budget_with(workload.budget, cores=cores, memory=memory, timeout=timeout)
+
+
+@app.command()
+@_user_errors
+def check(
+    submission: Annotated[Path, typer.Argument(help="The submission folder (holding submission.toml).")],
+    workload: WorkloadOpt = "tiny",
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the trial's data (default: an unpredictable one).")] = None,
+    corpus: CorpusOpt = None,
+    cores: CoresOpt = None,
+    memory: MemoryOpt = None,
+    timeout: TimeoutOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run one trial of a submission and audit it, without timing the baseline. Exit 0 if accepted, 1 if rejected."""
+    from harness.data import load_corpus
+    from harness.score import check as run_check
+    from harness.score import make_setting
+    from harness.spec import load_workload
+    from harness.submission import load_submission
+
+    sub = load_submission(submission)
+    wl = load_workload(workload)
+    setting = make_setting(wl, _budget(wl, cores, memory, timeout), load_corpus(corpus))
+    result = run_check(sub, setting, seed=seed)
+    t = result["trials"][0]
+    text = f"{result['submission']} on {result['workload']}: {result['verdict'].upper()}: {result['reason']}"
+    if result["hint"]:
+        text += f"\n  hint: {result['hint']}"
+    if t["submission_seconds"]:
+        text += f"\n  {t['submission_seconds']:.2f} s (setup {t['setup_seconds']:.1f} s), {t['submission_cpu_seconds']:.1f} CPU-s, peak {t['peak_memory_mib']:.0f} MiB"
+    _emit(as_json, result, text)
+    raise typer.Exit(0 if result["verdict"] == "accepted" else 1)
+
+
+@app.command()
+@_user_errors
+def score(
+    submissions: Annotated[list[Path], typer.Argument(help="One or more submission folders.")],
+    workload: WorkloadOpt = "standard",
+    trials: Annotated[int, typer.Option(min=1, help="Paired trials: each runs the baseline and every submission on one fresh seed.")] = 5,
+    corpus: CorpusOpt = None,
+    cores: CoresOpt = None,
+    memory: MemoryOpt = None,
+    timeout: TimeoutOpt = None,
+    results: Annotated[Path, typer.Option("--results", help="Folder whose runs/ receives one record per submission.")] = Path("results"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Time submissions against the naive baseline in paired trials, audit every run, write the records.
+
+    Exit 0 when every submission is accepted, 1 otherwise.
+    """
+    from harness.data import load_corpus
+    from harness.score import make_setting, score_summary
+    from harness.score import score as run_score
+    from harness.spec import load_workload
+    from harness.submission import load_submission
+
+    subs = [load_submission(s) for s in submissions]
+    wl = load_workload(workload)
+    setting = make_setting(wl, _budget(wl, cores, memory, timeout), load_corpus(corpus))
+    outcome = [score_summary(rec, path) for rec, path in run_score(subs, setting, trials, results)]
+    lines = []
+    for r in outcome:
+        if r["verdict"] == "accepted":
+            lo, hi = r["speedup_ci"]
+            lines.append(f"{r['submission']} on {r['workload']}: {r['speedup']:.2f}x (95% CI {lo:.2f}-{hi:.2f}), "
+                         f"{r['x_human']:.2f}x human, {100 * r['ceiling_fraction']:.1f}% of the GEMM ceiling; record {r['record']}")
+        else:
+            lines.append(f"{r['submission']} on {r['workload']}: REJECTED: {r['reason']}" + (f"\n  hint: {r['hint']}" if r["hint"] else ""))
+    _emit(as_json, outcome, "\n".join(lines))
+    raise typer.Exit(0 if all(r["verdict"] == "accepted" for r in outcome) else 1)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of a run record."""
+    from harness.records import schema as record_schema
+
+    typer.echo(json.dumps(record_schema(), indent=2))
+
+
 def main() -> None:
     app()
 

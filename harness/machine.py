@@ -101,5 +101,27 @@ def describe(cores: int, measure: bool = True) -> dict:
     return info
 
 
+def versions() -> dict:
+    """Library versions and the git state of the harness, so a record is a reproducible artifact."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in ("loopbench", "numpy", "torch", "numba", "pydantic"):
+        try:
+            out[package] = md.version(package)
+        except md.PackageNotFoundError:
+            out[package] = None
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    git = lambda *args: subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10)  # noqa: E731
+    try:
+        head = git("rev-parse", "HEAD")
+        out["git_commit"] = head.stdout.strip() if head.returncode == 0 else None
+        status = git("status", "--porcelain", "--untracked-files=no")
+        out["git_dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        out["git_commit"], out["git_dirty"] = None, None
+    return out
+
+
 if __name__ == "__main__":  # pragma: no cover - a debugging aid
     print(json.dumps(describe(int(sys.argv[1]) if len(sys.argv) > 1 else 2)))

@@ -160,6 +160,36 @@ def n_params(task: Task) -> int:
     return total
 
 
+def parse_memory_mib(text: str) -> int:
+    """'4096' (MiB), '512M', '4G', '4GiB' -> MiB."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise LoopbenchError(f"memory size '{text}' is not a size like 4G, 512M or 4096 (MiB)")
+    number, unit = float(match[1]), match[2].upper() or "M"
+    mib = number * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
+    if mib < 1:
+        raise LoopbenchError(f"memory size '{text}' is under 1 MiB")
+    return int(mib)
+
+
+def budget_with(budget: Budget, cores: int | None = None, memory: str | None = None, timeout: float | None = None) -> Budget:
+    """The workload's budget with the command line's overrides, validated."""
+    changes: dict = {}
+    if cores is not None:
+        if cores < 1:
+            raise LoopbenchError(f"--cores must be at least 1, not {cores}")
+        changes["cores"] = cores
+    if memory is not None:
+        changes["memory_mib"] = parse_memory_mib(memory)
+    if timeout is not None:
+        if timeout <= 0:
+            raise LoopbenchError(f"--timeout must be positive, not {timeout}")
+        changes["timeout_s"] = timeout
+    return budget.model_copy(update=changes)
+
+
 def _one_line(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
