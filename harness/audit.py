@@ -11,7 +11,9 @@ from harness import oracle
 from harness.spec import Task
 
 DISTANCE_TOL = 5e-3
-"""Normalised end-state distance allowed per tensor (see docs/calibration.md)."""
+"""Normalised end-state distance allowed for a whole group: params, m or v (see docs/calibration.md)."""
+TENSOR_TOL = 5e-2
+"""Normalised end-state distance allowed for any single tensor."""
 LOSS_TOL = 1e-3
 """Absolute deviation allowed between a logged loss and the replay's."""
 GROUP_LABEL = {"params": "", "m": "m of ", "v": "v of "}
@@ -23,7 +25,10 @@ class SegmentAudit:
     first_step: int
     last_step: int
     distance: float
-    """Largest normalised end-state distance over every tensor of params, m and v."""
+    """Largest normalised end-state distance of a whole group (params, m or v, all tensors together)."""
+    worst_group: str
+    tensor_distance: float
+    """Largest normalised end-state distance of a single tensor."""
     worst_tensor: str
     loss_deviation: float
     """Largest |logged loss - replayed loss| in the segment."""
@@ -85,9 +90,8 @@ def _short(steps: list[int]) -> str:
     return ", ".join(map(str, steps)) if len(steps) <= 6 else f"{steps[0]}, {steps[1]}, ..., {steps[-1]}"
 
 
-def _distance(submitted: np.ndarray, replayed: np.ndarray, start: np.ndarray) -> float:
-    moved = float(np.linalg.norm(replayed - start))
-    gap = float(np.linalg.norm(submitted - replayed))
+def _ratio(gap: float, moved: float) -> float:
+    """Distance from the replay relative to how far the replay moved; a tensor that did not move must match exactly."""
     if moved == 0.0:
         return 0.0 if gap == 0.0 else math.inf
     return gap / moved
@@ -99,21 +103,29 @@ def audit_segment(
 ) -> SegmentAudit:
     """Replay steps first..last from `start` and measure the submission's end state and losses against it."""
     losses, replayed = oracle.replay(task, start, batches, first, last)
-    worst_dist, worst_name = -1.0, ""
+    worst_group, group_dist = "", -1.0
+    worst_tensor, tensor_dist = "", -1.0
     for group, rep, st in (("params", replayed.params, start.params), ("m", replayed.m, start.m), ("v", replayed.v, start.v)):
+        gap2 = moved2 = 0.0
         for name in rep:
-            d = _distance(end[group][name], rep[name], st[name])
-            if d > worst_dist:
-                worst_dist, worst_name = d, GROUP_LABEL[group] + name
+            gap = float(np.linalg.norm(end[group][name] - rep[name]))
+            moved = float(np.linalg.norm(rep[name] - st[name]))
+            gap2, moved2 = gap2 + gap * gap, moved2 + moved * moved
+            d = _ratio(gap, moved)
+            if d > tensor_dist:
+                tensor_dist, worst_tensor = d, GROUP_LABEL[group] + name
+        d = _ratio(math.sqrt(gap2), math.sqrt(moved2))
+        if d > group_dist:
+            group_dist, worst_group = d, group
     deviations = [abs(logged[s] - loss) for s, loss in zip(range(first, last + 1), losses)]
     k = int(np.argmax(deviations))
-    return SegmentAudit(index, first, last, worst_dist, worst_name, float(deviations[k]), first + k)
+    return SegmentAudit(index, first, last, group_dist, worst_group, tensor_dist, worst_tensor, float(deviations[k]), first + k)
 
 
 def audit_run(
     task: Task, initial_params: dict[str, np.ndarray], batches: np.ndarray,
     losses: list[tuple[int, float]], checkpoints: list[tuple[int, dict]],
-    distance_tol: float = DISTANCE_TOL, loss_tol: float = LOSS_TOL, on_segment=None,
+    distance_tol: float = DISTANCE_TOL, tensor_tol: float = TENSOR_TOL, loss_tol: float = LOSS_TOL, on_segment=None,
 ) -> Verdict:
     """Accept or reject a completed trial; the reason names the check, the segment, the step and the tensor."""
     problem = check_protocol(task, losses, checkpoints)
@@ -132,7 +144,9 @@ def audit_run(
             if seg.loss_deviation > loss_tol:
                 failure = Verdict(False, f"{where}: loss of step {seg.worst_step} is off by {seg.loss_deviation:.3g} > {loss_tol:g}", "loss")
             elif seg.distance > distance_tol:
-                failure = Verdict(False, f"{where}: {seg.worst_tensor} end-state distance {seg.distance:.3g} > {distance_tol:g}", "end-state")
+                failure = Verdict(False, f"{where}: {seg.worst_group} end-state distance {seg.distance:.3g} > {distance_tol:g} (largest single gap: {seg.worst_tensor})", "end-state")
+            elif seg.tensor_distance > tensor_tol:
+                failure = Verdict(False, f"{where}: {seg.worst_tensor} end-state distance {seg.tensor_distance:.3g} > {tensor_tol:g}", "end-state")
         if on_segment:
             on_segment(k)
         # the next segment starts from what the submission says it had: each segment is judged locally

@@ -17,7 +17,7 @@ RECORD_VERSION = 1
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class SegmentRecord(_Model):
@@ -25,7 +25,10 @@ class SegmentRecord(_Model):
     first_step: int
     last_step: int
     distance: float
-    """Largest normalised end-state distance over every tensor of params, m and v."""
+    """Largest normalised end-state distance of a whole group (params, m or v)."""
+    worst_group: str
+    tensor_distance: float
+    """Largest normalised end-state distance of a single tensor."""
     worst_tensor: str
     loss_deviation: float
     """Largest absolute deviation of a logged loss from the float64 replay's."""

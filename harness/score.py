@@ -6,7 +6,6 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from harness import audit, data, oracle, records, runner, stats
@@ -162,7 +161,7 @@ def _record(sub: Submission, baseline: Submission, setting: Setting, trials: lis
         created=records.utc_now(), submission=_info(sub), baseline=_info(baseline),
         workload=setting.workload.model_dump(), budget=setting.budget.model_dump(), machine=setting.machine,
         versions=versions(), corpus={"name": setting.corpus.name, "sha256": setting.corpus.sha256},
-        tolerances={"distance": audit.DISTANCE_TOL, "loss": audit.LOSS_TOL},
+        tolerances={"distance": audit.DISTANCE_TOL, "tensor_distance": audit.TENSOR_TOL, "loss": audit.LOSS_TOL},
         flops=setting.flops, floor_seconds=setting.floor_seconds, trials=trials,
         verdict="rejected" if rejected else "accepted",
         reason=(f"trial {rejected.index + 1}: {rejected.submission.reason}" if rejected else "every trial accepted"),

@@ -22,7 +22,7 @@ REFERENCE_DIR = Path(__file__).resolve().parent.parent / "reference_loop"
 class Manifest(BaseModel):
     """submission.toml (SPEC §5)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: str = Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     """Short name; letters, digits, '.', '_' and '-'."""

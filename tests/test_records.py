@@ -1,0 +1,79 @@
+"""Records: atomic, never clobbered, loadable; corrupt or foreign files skipped with a warning."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness import records
+
+
+def make_record(name="demo", n_losses=10) -> records.RunRecord:
+    info = records.SubmissionInfo(name=name, kind="agent", system="s", authors=["a"], date="2026-11-23",
+                                  description="d", entrypoint="train.py:train", path="/x", file_hashes={})
+    run = records.RunSummary(accepted=True, reason="ok", seconds=1.0, losses=[1.0] * n_losses)
+    return records.RunRecord(
+        created=records.utc_now(), submission=info, baseline=info, workload={"name": "tiny"}, budget={}, machine={},
+        versions={}, corpus={}, tolerances={}, flops=1, floor_seconds=0.0,
+        trials=[records.TrialRecord(index=0, seed=1, baseline=run, submission=run)],
+        verdict="accepted", reason="every trial accepted", speedup=1.0,
+    )
+
+
+def test_a_record_round_trips(tmp_path):
+    path = records.write_record(make_record(), tmp_path)
+    assert path.parent == tmp_path / "runs"
+    [(loaded_path, loaded)] = records.load_records(tmp_path)
+    assert loaded_path == path and loaded.speedup == 1.0 and loaded.version == records.RECORD_VERSION
+    assert not [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")]
+
+
+def test_two_writes_of_the_same_record_never_clobber(tmp_path):
+    rec = make_record()
+    a, b = records.write_record(rec, tmp_path), records.write_record(rec, tmp_path)
+    assert a != b and a.exists() and b.exists()
+
+
+def test_corrupt_and_foreign_files_are_skipped_with_a_warning(tmp_path):
+    records.write_record(make_record(), tmp_path)
+    runs = tmp_path / "runs"
+    (runs / "broken.json").write_text('{"version": 1, "created": ')
+    (runs / "foreign.json").write_text(json.dumps({"hello": "world"}))
+    (runs / ".half-written.partial").write_text("{")
+    with pytest.warns(UserWarning) as caught:
+        found = records.load_records(tmp_path)
+    assert len(found) == 1
+    messages = " ".join(str(w.message) for w in caught)
+    assert "broken.json" in messages and "foreign.json" in messages
+
+
+def test_the_schema_has_a_version_and_documented_fields():
+    schema = records.schema()
+    assert "version" in schema["properties"]
+    assert schema["properties"]["speedup"]["description"]
+
+
+WRITER = """
+import sys
+from tests.test_records import make_record
+from harness import records
+while True:
+    records.write_record(make_record(n_losses=200_000), sys.argv[1])
+"""
+
+
+def test_kill_9_while_writing_never_leaves_a_partial_record(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for delay in (0.3, 0.55, 0.8, 1.1):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=root)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    files = list((tmp_path / "runs").glob("*.json"))
+    assert files, "the writer never finished a record; the test proves nothing"
+    for path in files:
+        records.RunRecord.model_validate_json(path.read_bytes())  # each whole, none partial
