@@ -291,21 +291,20 @@ def _namespace(pid: int, kind: str) -> str | None:
         return None
 
 
-def _isolation_of(pid: int) -> dict:
+def _isolation_of(pid: int, root: Path) -> dict:
     """What confinement took effect, seen from outside the worker."""
+    from harness.worker import writable_mounts
+
     own = os.getpid()
     differs = lambda kind: _namespace(pid, kind) not in (None, _namespace(own, kind))  # noqa: E731
-    root_read_only = False
     try:
-        for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
-            fields = line.split()
-            if fields[4] == "/":
-                root_read_only = "ro" in fields[5].split(",")
+        writable = writable_mounts(str(pid), str(root))
     except (OSError, IndexError):
-        pass
+        writable = ["(unknown)"]
     return {
         "network_namespace": differs("net"),
-        "read_only_filesystem": root_read_only and differs("mnt"),
+        "read_only_filesystem": differs("mnt") and not writable,
+        "writable_mounts": writable,
         "user_namespace": differs("user"),
     }
 
@@ -423,7 +422,7 @@ def _run_phases(out, proc, reader, monitor, ctl_w, root, task, budget, params, b
         out.fail(*crash_reason("setup", header if header and header["type"] == "error" else None))
         return
     out.setup_seconds = at - spawn_t
-    out.isolation = _isolation_of(proc.pid)
+    out.isolation = _isolation_of(proc.pid, root)
 
     # the clock: from handing over the data to the arrival of the final checkpoint
     final_step = task.checkpoint_steps()[-1]

@@ -30,8 +30,9 @@ _ORIGINAL_CLOCKS = {name: getattr(time, name) for name in CLOCKS if hasattr(time
 
 
 def _confine(cpus: set[int], trial_root: str) -> None:
-    """Budget CPUs; where the kernel allows: no network, a read-only filesystem but for the trial's
-    folder, a private /dev/shm, and then a user namespace of its own so none of that can be undone.
+    """Budget CPUs; where the kernel allows: no network, every mount read-only (/proc and /sys included,
+    so no sysctl, cgroup or CPU setting can be changed for later trials) but for the trial's folder and
+    a private /dev/shm, and then a user namespace of its own so none of that can be undone.
 
     Each step that the machine refuses is skipped; the parent checks from outside what took effect
     (/proc/PID/ns and /proc/PID/mountinfo) and records it.
@@ -51,10 +52,40 @@ def _confine(cpus: set[int], trial_root: str) -> None:
     root = trial_root.encode()
     ok = mount(None, b"/", None, MS_REC | MS_PRIVATE, None) == 0
     ok = ok and mount(root, root, None, MS_BIND | MS_REC, None) == 0
-    ok = ok and mount(None, b"/", None, MS_REMOUNT | MS_BIND | MS_RDONLY, None) == 0
-    if ok and os.path.isdir("/dev/shm"):
-        mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=1777")
+    if ok:
+        for point in _mount_points():
+            if _is_private(point, trial_root):
+                continue
+            mount(None, point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
+        if os.path.isdir("/dev/shm"):
+            mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=1777")
     libc.unshare(CLONE_NEWUSER)  # from here on, no capability over the mounts and namespaces above
+
+
+def _is_private(point: str, trial_root: str) -> bool:
+    """The trial's own folder and its fresh /dev/shm: the only places a worker may write."""
+    return point in (trial_root, "/dev/shm") or point.startswith(trial_root + "/")
+
+
+def mount_points(pid: str = "self") -> list[tuple[str, list[str]]]:
+    """Every mount point of a process's mount namespace with its per-mount options, from /proc/PID/mountinfo."""
+    found = []
+    with open(f"/proc/{pid}/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[4].encode().decode("unicode_escape")  # mountinfo escapes spaces as \\040
+            found.append((point, fields[5].split(",")))
+    return found
+
+
+def _mount_points() -> list[str]:
+    return [point for point, _ in mount_points()]
+
+
+def writable_mounts(pid: str, trial_root: str) -> list[str]:
+    """Mount points a process could write to, outside its trial folder and its private /dev/shm."""
+    visible = dict(mount_points(pid))  # where mounts are stacked on one point, the last one is the one seen
+    return [point for point, options in visible.items() if "rw" in options and not _is_private(point, trial_root)]
 
 
 class _Protocol:
