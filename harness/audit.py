@@ -33,6 +33,8 @@ class SegmentAudit:
     loss_deviation: float
     """Largest |logged loss - replayed loss| in the segment."""
     worst_step: int
+    first_loss_deviation: float = 0.0
+    """|logged - replayed| loss of the segment's first step, which depends only on the checkpoint it starts from."""
 
 
 @dataclass
@@ -119,7 +121,32 @@ def audit_segment(
             group_dist, worst_group = d, group
     deviations = [abs(logged[s] - loss) for s, loss in zip(range(first, last + 1), losses)]
     k = int(np.argmax(deviations))
-    return SegmentAudit(index, first, last, group_dist, worst_group, tensor_dist, worst_tensor, float(deviations[k]), first + k)
+    return SegmentAudit(index, first, last, group_dist, worst_group, tensor_dist, worst_tensor, float(deviations[k]), first + k,
+                        float(deviations[0]))
+
+
+def hint(check: str | None, segments: list[SegmentAudit], distance_tol: float, tensor_tol: float, loss_tol: float) -> str | None:
+    """The likely cause of a rejection, read from the pattern of the failing segments."""
+    bad = [s for s in segments if s.loss_deviation > loss_tol or s.distance > distance_tol or s.tensor_distance > tensor_tol]
+    if not bad:
+        return None
+    first_bad = bad[0]
+    if check == "loss" and first_bad.first_loss_deviation > loss_tol:
+        cause = ("the loss of the segment's first step is already off, and that step starts from your own checkpoint: "
+                 "look at the forward pass (model maths, the batch it reads, the loss reduction)")
+    elif check == "loss":
+        cause = ("the first loss of the segment matches but later ones drift: the updates differ; "
+                 "look at the gradients and the optimiser step")
+    elif first_bad.worst_tensor.startswith(("m of", "v of")) or first_bad.worst_group in ("m", "v"):
+        cause = ("the losses match but the moments m or v at the segment's end do not: "
+                 "look at the optimiser's moment updates (betas, which gradient they use, clipping)")
+    else:
+        cause = ("the losses match but the parameters at the segment's end do not: look at the optimiser "
+                 "(learning-rate schedule, weight decay and which tensors get it, clipping, bias correction)")
+    if first_bad.index > 0 and len(bad) < len(segments):
+        cause += ("; the first segment matched and a later one did not, which points at state carried between steps "
+                  "(moments, the step count, the schedule, a stale buffer)")
+    return cause
 
 
 def audit_run(
@@ -154,5 +181,6 @@ def audit_run(
         first = last + 1
     if failure:
         failure.segments = segments
+        failure.hint = hint(failure.check, segments, distance_tol, tensor_tol, loss_tol)
         return failure
     return Verdict(True, "every segment matches the float64 replay", None, segments=segments)

@@ -33,6 +33,8 @@ class SegmentRecord(_Model):
     loss_deviation: float
     """Largest absolute deviation of a logged loss from the float64 replay's."""
     worst_step: int
+    first_loss_deviation: float = 0.0
+    """Deviation of the loss of the segment's first step."""
 
 
 class RunSummary(_Model):

@@ -403,7 +403,9 @@ def _run_phases(out, proc, reader, monitor, ctl_w, root, task, budget, params, b
                 code = proc.wait(timeout=2)
             except Exception:  # noqa: BLE001
                 code = None
-        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        if code is None:
+            return "crash", f"crashed during {phase}: the process closed its channel to the harness without reporting"
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         return "crash", f"crashed during {phase}: the process ended ({how}) without reporting"
 
     # setup: imports and prepare(task), capped, untimed
