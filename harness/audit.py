@@ -10,9 +10,9 @@ import numpy as np
 from harness import oracle
 from harness.spec import Task
 
-DISTANCE_TOL = 5e-3
+DISTANCE_TOL = 3e-4
 """Normalised end-state distance allowed for a whole group: params, m or v (see docs/calibration.md)."""
-TENSOR_TOL = 5e-2
+TENSOR_TOL = 1e-2
 """Normalised end-state distance allowed for any single tensor."""
 LOSS_TOL = 1e-3
 """Absolute deviation allowed between a logged loss and the replay's."""
@@ -99,6 +99,22 @@ def _ratio(gap: float, moved: float) -> float:
     return gap / moved
 
 
+def _compared(task: Task, name: str, diff: np.ndarray) -> np.ndarray:
+    """The part of a tensor's difference that the audit compares.
+
+    The key third of each attention bias (attn.b[C:2C]) adds the same q.b_k to every score of a softmax
+    row, so it never changes the function: its exact gradient is zero, and in any finite precision
+    Adam's normalised update there is driven by rounding alone. An honest float32 run moves it by
+    noise while the float64 replay does not, and nothing a submission could gain hides there. It is
+    left out of the distance (but still checked to be finite).
+    """
+    if name.endswith("attn.b"):
+        C = task.d_model
+        diff = diff.copy()
+        diff[C : 2 * C] = 0.0
+    return diff
+
+
 def audit_segment(
     task: Task, start: oracle.TrainState, batches: np.ndarray, first: int, last: int,
     logged: dict[int, float], end: dict[str, dict[str, np.ndarray]], index: int,
@@ -110,7 +126,7 @@ def audit_segment(
     for group, rep, st in (("params", replayed.params, start.params), ("m", replayed.m, start.m), ("v", replayed.v, start.v)):
         gap2 = moved2 = 0.0
         for name in rep:
-            gap = float(np.linalg.norm(end[group][name] - rep[name]))
+            gap = float(np.linalg.norm(_compared(task, name, end[group][name] - rep[name])))
             moved = float(np.linalg.norm(rep[name] - st[name]))
             gap2, moved2 = gap2 + gap * gap, moved2 + moved * moved
             d = _ratio(gap, moved)
@@ -158,6 +174,11 @@ def audit_run(
     problem = check_protocol(task, losses, checkpoints)
     if problem:
         return Verdict(False, problem, "protocol")
+    with oracle.single_thread():
+        return _audit_segments(task, initial_params, batches, losses, checkpoints, distance_tol, tensor_tol, loss_tol, on_segment)
+
+
+def _audit_segments(task, initial_params, batches, losses, checkpoints, distance_tol, tensor_tol, loss_tol, on_segment) -> Verdict:
     logged = dict(losses)
     state = oracle.TrainState.initial(initial_params)
     first = 0

@@ -6,6 +6,7 @@ The audit trusts this module and nothing the submission says.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -16,6 +17,18 @@ import torch.nn.functional as F
 from harness.spec import Task, param_shapes
 
 DTYPE = torch.float64
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Replays run on one thread: the same arithmetic on every machine, and no spinning thread pool
+    fighting whatever else shares the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass

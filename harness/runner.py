@@ -124,6 +124,7 @@ class _Monitor(threading.Thread):
         self.peak_mib = 0.0
         self.memory_exceeded = False
         self.widened: str | None = None
+        self.pid: int | None = None
         self.stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -151,8 +152,18 @@ class _Monitor(threading.Thread):
             pass
         return None
 
+    def shm_bytes(self) -> int:
+        """RAM held in files of the trial's private /dev/shm, which no process's RSS shows."""
+        if self.pid is None:
+            return 0
+        try:
+            st = os.statvfs(f"/proc/{self.pid}/root/dev/shm")
+            return (st.f_blocks - st.f_bfree) * st.f_frsize
+        except OSError:
+            return 0
+
     def poll(self) -> None:
-        rss = 0
+        rss = self.shm_bytes()
         for p in _trial_processes():
             try:
                 rss += p.memory_info().rss
@@ -211,6 +222,8 @@ class _Reader(threading.Thread):
             self.events.put(("protocol", str(err), time.perf_counter()))
         except OSError as err:
             self.events.put(("eof", str(err), time.perf_counter()))
+        except Exception as err:  # noqa: BLE001 - whatever the bytes were, they are the worker's fault
+            self.events.put(("protocol", f"an unreadable message ({type(err).__name__})", time.perf_counter()))
 
     def _check_checkpoint_header(self, header: dict) -> tuple[str | None, list]:
         s = header.get("s")
@@ -224,6 +237,8 @@ class _Reader(threading.Thread):
             if not (isinstance(item, list) and len(item) == 4):
                 return f"{where}: a malformed tensor entry", []
             group, name, dtype, shape = item
+            if not all(isinstance(x, str) for x in (group, name, dtype)) or not isinstance(shape, list):
+                return f"{where}: a malformed tensor entry", []
             if group not in seen:
                 return f"{where}: unknown group {group!r}", []
             if name not in self.shapes:
@@ -302,6 +317,8 @@ def _isolation_of(pid: int, root: Path) -> dict:
     except (OSError, IndexError):
         writable = ["(unknown)"]
     return {
+        "pid_namespace": _namespace(pid, "pid_for_children") not in (None, _namespace(own, "pid")),
+        "ipc_namespace": differs("ipc"),
         "network_namespace": differs("net"),
         "read_only_filesystem": differs("mnt") and not writable,
         "writable_mounts": writable,
@@ -333,7 +350,7 @@ def run_trial(
             spawn_t = time.perf_counter()
             proc = psutil.Popen(
                 [sys.executable, "-s", "-P", "-m", "harness.worker", "--ctl", str(ctl_r), "--out", str(msg_w),
-                 "--cpus", ",".join(map(str, cpus)), "--root", str(root)],
+                 "--cpus", ",".join(map(str, cpus)), "--root", str(root), "--shm-mib", str(budget.memory_mib)],
                 cwd=root / "submission", env=_clean_env(root, budget.cores), pass_fds=(ctl_r, msg_w),
                 stdin=open(os.devnull, "rb"), stdout=log_file, stderr=log_file, start_new_session=True,
             )
@@ -341,16 +358,19 @@ def run_trial(
         os.close(msg_w)
         reader = _Reader(msg_r, task)
         reader.start()
+        monitor.pid = proc.pid
         monitor.start()
         wire.write_frame(ctl_w, {"type": "task", "task": task.model_dump(), "folder": str(root / "submission"),
                                  "entry_file": submission.entry_file, "entry_function": submission.entry_function})
         _run_phases(out, proc, reader, monitor, ctl_w, root, task, budget, params, batches, spawn_t, on_step)
         out.isolation = {
             "cpus": cpus,
+            "pid_namespace": False,
+            "ipc_namespace": False,
             "network_namespace": False,
             "read_only_filesystem": False,
             "user_namespace": False,
-            "process_cleanup": "child subreaper: the whole tree is killed at the end",
+            "process_cleanup": "child subreaper and PID namespace: the whole tree is killed at the end",
         } | out.isolation
     finally:
         monitor.stop.set()
@@ -391,7 +411,9 @@ def _wait_event(reader: _Reader, monitor: _Monitor, proc, deadline: float):
 def _run_phases(out, proc, reader, monitor, ctl_w, root, task, budget, params, batches, spawn_t, on_step) -> None:
     memory_reason = lambda: f"memory budget exceeded: peak {monitor.peak_mib:.0f} MiB of {budget.memory_mib} MiB"  # noqa: E731
 
-    def crash_reason(phase: str, header: dict | None) -> str:
+    def crash_reason(phase: str, header: dict | None) -> tuple[str, str]:
+        if monitor.memory_exceeded:  # the watch killed it: that is the reason, not the crash it caused
+            return "memory", memory_reason()
         if header is not None:
             check = "protocol" if header.get("phase") == "protocol" else "crash"
             if check == "protocol":
@@ -479,11 +501,14 @@ def _run_phases(out, proc, reader, monitor, ctl_w, root, task, budget, params, b
     out.cpu_seconds = monitor.cpu_seconds() - cpu_start
     monitor.poll()
 
-    # after the clock: train must return; nothing may be left running
+    # after the clock: train must return normally, and nothing may be left running
     event, value, at = _wait_event(reader, monitor, proc, time.perf_counter() + EXIT_GRACE_S)
     patched: list[str] = []
+    leftovers: list[str] = []
     if event == "frame" and value[0]["type"] == "done":
         patched = value[0].get("clocks_patched") or []
+        leftovers = _burning_leftovers(proc)
+        out.leftover_processes = len(leftovers)
     elif event == "frame" and value[0]["type"] == "error":
         out.fail(*crash_reason("train", value[0]))
     elif event == "frame":
@@ -492,12 +517,10 @@ def _run_phases(out, proc, reader, monitor, ctl_w, root, task, budget, params, b
         out.fail("memory", memory_reason())
     elif event == "timeout":
         out.fail("timeout", f"train did not return within {EXIT_GRACE_S:.0f} s of its final checkpoint")
-    try:
-        proc.wait(timeout=EXIT_GRACE_S)
-    except Exception:  # noqa: BLE001
-        pass
-    leftovers = _burning_leftovers()
-    out.leftover_processes = len(leftovers)
+    elif event == "protocol":
+        out.fail("protocol", f"protocol: {value}")
+    else:
+        out.fail("protocol", "protocol: the process ended after its final checkpoint without train returning")
     cores = len(monitor.cpus)
     if monitor.widened:
         out.fail("cpu", monitor.widened)
@@ -509,9 +532,17 @@ def _run_phases(out, proc, reader, monitor, ctl_w, root, task, budget, params, b
         out.fail("clock", f"tampered with the clocks of its process ({', '.join(patched)} replaced)")
 
 
-def _burning_leftovers() -> list[str]:
-    """Processes of the trial still alive after the worker ended that use CPU: named, then killed by the caller."""
-    procs = [p for p in _trial_processes() if _running(p)]
+def _burning_leftovers(proc) -> list[str]:
+    """Processes the submission started that still use CPU after train returned (the worker itself and
+    the process waiting on it excluded); named here, killed by the caller with the rest of the trial."""
+    own = {proc.pid}
+    try:
+        kids = proc.children()
+        if len(kids) == 1 and kids[0].ppid() == proc.pid:  # the PID-namespace init, which is the worker
+            own.add(kids[0].pid)
+    except psutil.Error:
+        pass
+    procs = [p for p in _trial_processes() if p.pid not in own and _running(p)]
     if not procs:
         return []
     before = {}

@@ -57,8 +57,8 @@ def read_header(fd: int) -> dict:
         raise WireError(f"a message header of {length} bytes is over the limit of {MAX_HEADER}")
     try:
         header = json.loads(read_exact(fd, length).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise WireError(f"a message header is not JSON: {err}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise WireError(f"a message header is not readable JSON ({type(err).__name__})") from None
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):
         raise WireError("a message header has no type")
     return header

@@ -20,6 +20,8 @@ import traceback
 from harness import wire
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
@@ -29,10 +31,14 @@ CLOCKS = ("time", "time_ns", "perf_counter", "perf_counter_ns", "monotonic", "mo
 _ORIGINAL_CLOCKS = {name: getattr(time, name) for name in CLOCKS if hasattr(time, name)}
 
 
-def _confine(cpus: set[int], trial_root: str) -> None:
-    """Budget CPUs; where the kernel allows: no network, every mount read-only (/proc and /sys included,
-    so no sysctl, cgroup or CPU setting can be changed for later trials) but for the trial's folder and
-    a private /dev/shm, and then a user namespace of its own so none of that can be undone.
+def _confine(cpus: set[int], trial_root: str, shm_mib: int, channel_fds: tuple[int, int]) -> None:
+    """Budget CPUs and, where the kernel allows, namespaces of its own for everything a trial could
+    otherwise reach beyond itself: no network (net), no System V IPC shared with later trials (ipc),
+    every mount read-only (/proc and /sys included, so no sysctl, cgroup or CPU setting can be changed
+    for later trials) but the trial's folder and a private, size-capped /dev/shm (mnt), no process of
+    the harness or of anyone else to signal (pid: the submission runs as PID 1 of its own namespace,
+    and when it exits the kernel kills whatever it left), and finally a user namespace of its own, so
+    that none of this can be undone.
 
     Each step that the machine refuses is skipped; the parent checks from outside what took effect
     (/proc/PID/ns and /proc/PID/mountinfo) and records it.
@@ -45,21 +51,36 @@ def _confine(cpus: set[int], trial_root: str) -> None:
     if os.geteuid() != 0:
         return
     libc.unshare(CLONE_NEWNET)
-    if libc.unshare(CLONE_NEWNS) != 0:
-        return
-    mount = libc.mount
-    mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-    root = trial_root.encode()
-    ok = mount(None, b"/", None, MS_REC | MS_PRIVATE, None) == 0
-    ok = ok and mount(root, root, None, MS_BIND | MS_REC, None) == 0
-    if ok:
-        for point in _mount_points():
-            if _is_private(point, trial_root):
-                continue
-            mount(None, point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
-        if os.path.isdir("/dev/shm"):
-            mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=1777")
+    libc.unshare(CLONE_NEWIPC)
+    if libc.unshare(CLONE_NEWNS) == 0:
+        mount = libc.mount
+        mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+        root = trial_root.encode()
+        ok = mount(None, b"/", None, MS_REC | MS_PRIVATE, None) == 0
+        ok = ok and mount(root, root, None, MS_BIND | MS_REC, None) == 0
+        if ok:
+            for point in _mount_points():
+                if not _is_private(point, trial_root):
+                    mount(None, point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
+            if os.path.isdir("/dev/shm"):
+                mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={shm_mib}m".encode())
+    new_pids = libc.unshare(CLONE_NEWPID) == 0
     libc.unshare(CLONE_NEWUSER)  # from here on, no capability over the mounts and namespaces above
+    if new_pids:
+        _become_init(libc, channel_fds)
+
+
+def _become_init(libc, channel_fds: tuple[int, int]) -> None:
+    """Fork into the new PID namespace: the child goes on as its PID 1; this process only waits for it."""
+    child = os.fork()
+    if child == 0:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        return
+    for fd in channel_fds:
+        os.close(fd)
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(code if code >= 0 else 128 - code)
 
 
 def _is_private(point: str, trial_root: str) -> bool:
@@ -165,9 +186,10 @@ def main() -> None:
     parser.add_argument("--out", type=int, required=True)
     parser.add_argument("--cpus", required=True)
     parser.add_argument("--root", required=True)
+    parser.add_argument("--shm-mib", type=int, required=True)
     args = parser.parse_args()
     cpus = {int(c) for c in args.cpus.split(",")}
-    _confine(cpus, args.root)
+    _confine(cpus, args.root, args.shm_mib, (args.ctl, args.out))
     protocol = _Protocol(args.out)
 
     import numpy  # noqa: F401 - pre-imports: their cost is setup, never the clock
@@ -213,6 +235,7 @@ def main() -> None:
     patched = [f"time.{n}" for n, f in _ORIGINAL_CLOCKS.items() if getattr(time, n, None) is not f]
     protocol.send({"type": "done", "clocks_patched": patched})
     sys.stdout.flush()
+    os.read(args.ctl, 1)  # stay until the parent has looked at what is left running, then it ends the trial
     os._exit(0)
 
 
