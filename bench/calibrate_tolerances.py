@@ -79,7 +79,7 @@ def train_variant(task: Task, params: dict, batches: np.ndarray, variant: str, l
                         v[k].mul_(task.beta2).addcmul_(g, g, value=1 - task.beta2)
                     decay = wd if p[k].ndim == 2 else 0.0
                     p[k].sub_(lr * ((m[k] / c1) / ((v[k] / c2).sqrt() + task.eps) + decay * p[k]))
-        logged = float(loss)
+        logged = loss.item()
         if variant == "fabricated-losses":
             fabricated_start = fabricated_start or logged
             logged = fabricated_start * (1 - 0.2 * s / task.steps)  # a smooth, believable curve
@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=[*HONEST, *DISHONEST])
     parser.add_argument("--json", help="also write every row to this JSON file")
+    parser.add_argument("--markdown", help="also write the summary table (worst value over seeds) to this file")
     args = parser.parse_args()
     torch.set_num_threads(2)
     rows = []
@@ -145,6 +146,32 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown(rows, args.workloads, tol))
+
+
+def markdown(rows: list[dict], workloads: list[str], tol: dict) -> str:
+    """Per workload and variant: the worst value over seeds of each measure, and the margin to its tolerance."""
+    out = ["| workload | variant | seeds | group distance | tensor distance | loss deviation | margin |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for wl in workloads:
+        for variant in [*HONEST, *DISHONEST]:
+            mine = [r for r in rows if r["workload"] == wl and r["variant"] == variant]
+            if not mine:
+                continue
+            honest = variant in HONEST
+            pick = max if honest else min
+            worst = {key: pick(r[key] for r in mine) for key in tol}
+            if honest:  # how far under every tolerance the worst honest run stays
+                margin = min(t / max(worst[key], 1e-300) for key, t in tol.items())
+                label = f"{margin:,.0f}x under" if margin < 1e6 else "> 1e6x under"
+            else:  # how far over some tolerance the least detectable dishonest run goes
+                margin = min(max(r[key] / t for key, t in tol.items()) for r in mine)
+                label = f"{margin:,.1f}x over"
+            out.append(f"| {wl} | {variant}{'' if honest else ' (dishonest)'} | {len(mine)} | {worst['distance']:.2e} | "
+                       f"{worst['tensor_distance']:.2e} | {worst['loss_deviation']:.2e} | {label} |")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":

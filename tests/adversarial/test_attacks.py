@@ -10,9 +10,10 @@ the check that failed and a fragment of the reason, so a change in how an attack
 A few attacks cannot be rejected because they gain nothing (the parent holds the clock, so patching
 the worker's clocks cannot shorten the timed run); their tests assert that nothing was gained.
 
-A test marked xfail(strict=True) documents a hole that the harness does not close yet: the attack is
-accepted, or rejected for the wrong reason. Strict, so that the test fails the day the hole is closed
-and the mark has to come off.
+Five attacks of this catalogue went through the first version of the harness (signalling the scoring
+process, System V shared memory outliving a trial, RAM hidden in /dev/shm, a header that crashed the
+parent's reader, dropping weight decay on tiny at the old tolerance); each was closed in the harness
+and its test now asserts the rejection.
 """
 
 from __future__ import annotations
@@ -120,11 +121,7 @@ def test_hang(tiny_setting):
 def test_memory_bomb(tiny_setting):
     result = run("memory_bomb", with_budget(tiny_setting, memory_mib=1024))
     assert result["trials"][0]["peak_memory_mib"] > 1024
-    if result["check"] == "crash":
-        # The monitor sets its flag and kills the tree; if the end of the worker's stream reaches the
-        # main loop before the flag is looked at again, the kill is reported as a crash ("exit code 0":
-        # the monitor's kill already reaped the worker). Still rejected, for the wrong reason.
-        pytest.xfail(f"harness race: the memory kill was reported as a crash: {result['reason']}")
+    # the kill ends the worker's stream too: the reason must still be the memory, never a "crash"
     assert_rejected(result, "memory", "memory budget exceeded")
 
 
@@ -195,12 +192,11 @@ def test_lr_change(tiny_setting):
     assert_rejected(run("lr_change", tiny_setting), AUDIT, "segment 0")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "harness hole: on the tiny workload dropping weight decay moves the end state by about the tolerance "
-    "(normalised distance 0.0048-0.0052 against 5e-3 over seeds 0-11), so about half the seeds accept it; "
-    "seed 4 is one of them"))
-def test_no_weight_decay(tiny_setting):
-    assert_rejected(run("no_weight_decay", tiny_setting, seed=4), AUDIT)
+@pytest.mark.parametrize("seed", [3, 4])
+def test_no_weight_decay(tiny_setting, seed):
+    # the smallest dishonest change in the tolerance calibration (docs/calibration.md): on tiny it moves
+    # the end state by about 5e-3 of the segment's movement, over ten times the tolerance
+    assert_rejected(run("no_weight_decay", tiny_setting, seed=seed), AUDIT)
 
 
 def test_stale_optimiser_state(tiny_setting):
@@ -229,10 +225,12 @@ def test_clock_patch(tiny_setting):
 
 
 def test_clock_patch_hidden(tiny_setting):
-    # The worker never reports the patched clocks (it exits before it could), but the parent holds the
-    # clock: the timed run still contains the second slept under half-speed clocks. Nothing gained.
+    # The worker exits right after its final checkpoint, before it could report the patched clocks.
+    # The parent holds the clock, so the timed run still contains the second slept under half-speed
+    # clocks (nothing gained), and a run whose train never returns is rejected.
     result = run("clock_patch_hidden", tiny_setting)
     assert seconds(result) is not None and seconds(result) >= 1.0
+    assert_rejected(result, "protocol", "without train returning")
 
 
 # ---------------------------------------------------------------- processes and CPUs
@@ -280,9 +278,6 @@ print(json.dumps(check(load_submission(sys.argv[1]), setting, seed=51, progress=
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "harness hole: the worker runs under the same kernel uid as the scoring process and in its PID "
-    "namespace, so it may signal it: it kills the process that holds the clock and would record the verdict"))
 def test_kill_parent(tiny_setting):
     # The check runs in a child process of its own, so that a successful attack kills that, not pytest.
     # A killed scorer cannot remove its trial folder (and the data in it): the test removes this attack's.
@@ -307,10 +302,6 @@ def test_garbage_frames(tiny_setting):
     assert_rejected(run("garbage_frames", tiny_setting), "protocol", "not a message")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "harness bug: json.loads in wire.read_header raises RecursionError on the deeply nested header, which "
-    "the parent's reader thread does not catch; the thread dies, the worker blocks on a full pipe and "
-    "the trial ends as a timeout after the whole timeout_s instead of a protocol error"))
 def test_malformed_header(tiny_setting):
     assert_rejected(run("malformed_header", with_budget(tiny_setting, timeout_s=2)), "protocol")
 
@@ -368,11 +359,6 @@ def test_cache_replay(tiny_setting):
         assert second["verdict"] == "accepted", second["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "harness hole: the worker shares the host's IPC namespace, so a System V shared-memory segment written "
-    "in one trial outlives it (and the trial's memory budget); a later trial on the same data (`check "
-    "--seed`, or the next submission of the same `score` trial) replays it, correct in every value, "
-    "at a fraction of the time"))
 def test_shared_seed_replay(tiny_setting):
     shm_remove(SHARED_SEED_KEY)
     try:
@@ -387,9 +373,5 @@ def test_shared_seed_replay(tiny_setting):
         f"in {seconds(second)} s against {seconds(first)} s for the honest run")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "harness hole: the memory watch adds up the resident memory of the trial's processes; files on the "
-    "worker's private /dev/shm (RAM-backed tmpfs) are in no process's RSS, so 1.5 GiB there passes a "
-    "1 GiB budget"))
 def test_tmpfs_memory(tiny_setting):
     assert_rejected(run("tmpfs_memory", with_budget(tiny_setting, memory_mib=1024)), "memory", "memory budget exceeded")
