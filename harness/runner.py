@@ -360,8 +360,8 @@ def run_trial(
         reader.start()
         monitor.pid = proc.pid
         monitor.start()
-        wire.write_frame(ctl_w, {"type": "task", "task": task.model_dump(), "folder": str(root / "submission"),
-                                 "entry_file": submission.entry_file, "entry_function": submission.entry_function})
+        _send(ctl_w, {"type": "task", "task": task.model_dump(), "folder": str(root / "submission"),
+                      "entry_file": submission.entry_file, "entry_function": submission.entry_function})
         _run_phases(out, proc, reader, monitor, ctl_w, root, task, budget, params, batches, spawn_t, on_step)
         out.isolation = {
             "cpus": cpus,
@@ -374,6 +374,8 @@ def run_trial(
         } | out.isolation
     finally:
         monitor.stop.set()
+        if monitor.is_alive():
+            monitor.join()  # a watch still killing must finish before the next trial's processes exist
         _kill_all()
         if proc is not None:
             try:
@@ -392,6 +394,14 @@ def run_trial(
         shutil.rmtree(root, ignore_errors=True)
     out.peak_memory_mib = round(monitor.peak_mib, 1)
     return out
+
+
+def _send(fd: int, header: dict) -> None:
+    """An order to the worker; if it is already gone, the reader reports how it ended."""
+    try:
+        wire.write_frame(fd, header)
+    except OSError:
+        pass
 
 
 def _wait_event(reader: _Reader, monitor: _Monitor, proc, deadline: float):
@@ -457,7 +467,7 @@ def _run_phases(out, proc, reader, monitor, ctl_w, root, task, budget, params, b
     np.savez(data_dir / "params.npz", **params)
     for f in data_dir.iterdir():
         f.chmod(0o444)
-    wire.write_frame(ctl_w, {"type": "go", "data": str(data_dir)})
+    _send(ctl_w, {"type": "go", "data": str(data_dir)})
     t1 = None
     while t1 is None:
         event, value, at = _wait_event(reader, monitor, proc, t0 + budget.timeout_s)
