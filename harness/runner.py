@@ -566,7 +566,7 @@ def _burning_leftovers(proc) -> list[str]:
     for p in procs:
         try:
             if _running(p) and sum(p.cpu_times()[:2]) - before.get(p.pid, 0.0) > 0.05 * LEFTOVER_GRACE_S:
-                burning.append(f"pid {p.pid}: {' '.join(p.cmdline())[:80] or p.name()}")
+                burning.append(f"pid {p.pid}: {' '.join(p.cmdline())[:240] or p.name()}")
         except psutil.Error:
             pass
     return burning
