@@ -190,7 +190,8 @@ def budget_with(budget: Budget, cores: int | None = None, memory: str | None = N
     return budget.model_copy(update=changes)
 
 
-def _one_line(err: ValidationError) -> str:
+def validation_line(err: ValidationError) -> str:
+    """A pydantic error as one line: where, what, and how many more."""
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
@@ -213,7 +214,7 @@ def load_workload(name_or_path: str | Path) -> Workload:
     try:
         return Workload.model_validate(raw)
     except ValidationError as err:
-        raise LoopbenchError(f"workload file {path}: {_one_line(err)}") from None
+        raise LoopbenchError(f"workload file {path}: {validation_line(err)}") from None
 
 
 def workload_names() -> list[str]:

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.errors import LoopbenchError
+from harness.spec import validation_line
 
 MANIFEST = "submission.toml"
 ENTRYPOINT = re.compile(r"^(?P<file>[A-Za-z0-9_][A-Za-z0-9_./-]*\.py):(?P<func>[A-Za-z_][A-Za-z0-9_]*)$")
@@ -71,13 +72,6 @@ class Submission:
         return hashes
 
 
-def _one_line(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{where}: {first['msg']}{more}"
-
-
 def load_submission(folder: str | Path) -> Submission:
     """A submission folder, checked: it exists, its manifest is valid, its entry point file is there."""
     path = Path(folder)
@@ -95,7 +89,7 @@ def load_submission(folder: str | Path) -> Submission:
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as err:
-        raise LoopbenchError(f"{manifest_path}: {_one_line(err)}") from None
+        raise LoopbenchError(f"{manifest_path}: {validation_line(err)}") from None
     sub = Submission(path=path.resolve(), manifest=manifest)
     if not (sub.path / sub.entry_file).is_file():
         raise LoopbenchError(f"{manifest_path}: entrypoint file {sub.entry_file} not found in {path}")
