@@ -47,7 +47,7 @@ def new_seed() -> int:
     return secrets.randbelow(2**31)
 
 
-def run_once(sub: Submission, setting: Setting, seed: int, params, batches, progress: bool, label: str) -> records.RunSummary:
+def run_once(sub: Submission, setting: Setting, params, batches, progress: bool, label: str) -> records.RunSummary:
     """One run of `sub` in a fresh process, then its verdict: runner failures, the audit, the physical floor."""
     task = setting.task
     bar = tqdm(total=task.steps, desc=label, unit="step", leave=False, disable=not progress)
@@ -82,7 +82,7 @@ def check(sub: Submission, setting: Setting, seed: int | None = None, progress: 
     seed = new_seed() if seed is None else seed
     task = setting.task
     params, batches = data.init_params(task, seed), data.make_batches(setting.corpus, task, seed)
-    run = run_once(sub, setting, seed, params, batches, progress, sub.name)
+    run = run_once(sub, setting, params, batches, progress, sub.name)
     return {
         "submission": sub.name,
         "workload": setting.workload.name,
@@ -135,7 +135,7 @@ def score(subs: list[Submission], setting: Setting, trials: int, results_dir: st
         runs: dict = {}
         for who in order:
             sub = baseline if who is None else subs[who]
-            runs[who] = run_once(sub, setting, seed, params, batches, progress, f"trial {k + 1}/{trials} {sub.name}")
+            runs[who] = run_once(sub, setting, params, batches, progress, f"trial {k + 1}/{trials} {sub.name}")
             outer.update(1)
         base = runs[None]
         if not base.accepted:
