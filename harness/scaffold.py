@@ -50,7 +50,7 @@ def manifest_text(manifest: Manifest) -> str:
     """submission.toml for `manifest`, one commented line per key, so that it is ready to edit."""
     value = lambda v: json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")  # noqa: E731 - a JSON string is a TOML basic string
     return "\n".join([
-        "# The manifest of a loopbench submission (SPEC §5). Edit system, authors and description before you score.",
+        "# The manifest of a loopbench submission (AGENT_TASK.md). Edit system, authors and description before you score.",
         f"name = {value(manifest.name)}",
         f"kind = {value(manifest.kind)}  # \"agent\" (written by an AI system) or \"human\"",
         f"system = {value(manifest.system)}  # who or what wrote it: a model name or a person's handle",
