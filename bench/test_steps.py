@@ -24,7 +24,7 @@ from harness.local import MemoryLog
 from harness.machine import budget_cpus
 from harness.scaffold import find_submissions
 from harness.spec import load_workload, workload_names
-from harness.submission import REFERENCE_DIR, Submission, load_submission
+from harness.submission import REFERENCE_DIR, load_submission
 
 PROJECT = Path(__file__).resolve().parents[1]
 FOLDERS = [REFERENCE_DIR, *find_submissions(PROJECT / "submissions")]
@@ -32,25 +32,20 @@ SEED = 0
 
 
 @pytest.fixture
-def entry_point(request):
-    """Load a submission's entry module in this process under a name of its own; undo its traces on sys.path and sys.modules."""
-    loaded: list[tuple[Submission, object]] = []
+def submission(folder):
+    """The submission at `folder` with its entry module loaded in this process, as the worker loads it; undone after."""
+    sub = load_submission(folder)
     before = set(sys.modules)
-
-    def load(folder: Path):
-        sub = load_submission(folder)
-        sys.path.insert(0, str(sub.path))
-        spec = importlib.util.spec_from_file_location(f"loopbench_step_{len(loaded)}", sub.path / sub.entry_file)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        loaded.append((sub, module))
-        return sub, module
-
-    yield load
-    for sub, _ in loaded:
+    sys.path.insert(0, str(sub.path))
+    spec = importlib.util.spec_from_file_location("submission_entry", sub.path / sub.entry_file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["submission_entry"] = module
+    spec.loader.exec_module(module)
+    yield sub, module
+    if str(sub.path) in sys.path:
         sys.path.remove(str(sub.path))
-    for name in set(sys.modules) - before:  # a submission's own helper modules would shadow the next one's
-        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(tuple(str(s.path) for s, _ in loaded)):
+    for name in set(sys.modules) - before:  # its own helper modules would shadow the next submission's
+        if (getattr(sys.modules[name], "__file__", None) or "").startswith(str(sub.path) + os.sep):
             del sys.modules[name]
 
 
@@ -64,33 +59,34 @@ def under_budget(cores: int) -> None:
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[f.name for f in FOLDERS])
 @pytest.mark.parametrize("workload", workload_names())
-def test_step(benchmark, request, entry_point, workload, folder):
+def test_step(benchmark, request, submission, workload):
+    """One step of `submission` on `workload`: prepare, one untimed step, then timed rounds on fresh inputs."""
     wl = load_workload(workload)
     task = wl.task().model_copy(update={"steps": 1})
     params = data.init_params(task, SEED)
     batches = data.make_batches(data.load_corpus(), task, SEED)
     under_budget(wl.budget.cores)
-    sub, module = entry_point(folder)
+    sub, module = submission
     train = getattr(module, sub.entry_function)
     if callable(getattr(module, "prepare", None)):
         module.prepare(task)
 
     def fresh_inputs():
-        # a submission may update the arrays it is given in place; every round starts from the same state
+        # a submission may update the arrays it is given in place: every round starts from the same state
         return (task, {k: a.copy() for k, a in params.items()}, batches, MemoryLog()), {}
 
-    warm_up = MemoryLog()
-    train(task, {k: a.copy() for k, a in params.items()}, batches, warm_up)
-    assert [s for s, _ in warm_up.losses] == [0] and len(warm_up.checkpoints) == 1, "one step logged and checkpointed"
-    assert math.isfinite(warm_up.losses[0][1])
+    args, _ = fresh_inputs()
+    train(*args)  # untimed: first-call costs (lazy initialisation, compilation) stay out of the rounds
+    log = args[-1]
+    assert [s for s, _ in log.losses] == [0] and len(log.checkpoints) == 1, "one step, logged and checkpointed"
+    assert math.isfinite(log.losses[0][1])
 
-    benchmark.group = f"one step on {workload}"
-    benchmark.extra_info.update(workload=workload, submission=sub.name, flops=run_flops(task))
-    # as many rounds as fit in --benchmark-max-time, at least --benchmark-min-rounds, each on fresh inputs
+    # as many rounds as fit in --benchmark-max-time, at least --benchmark-min-rounds
     max_time = float(request.config.getoption("benchmark_max_time"))
     min_rounds = int(request.config.getoption("benchmark_min_rounds"))
     start = time.perf_counter()
     train(*fresh_inputs()[0])
-    seconds = time.perf_counter() - start
-    rounds = max(min_rounds, min(10_000, int(max_time / max(seconds, 1e-6))))
+    rounds = max(min_rounds, min(10_000, int(max_time / max(time.perf_counter() - start, 1e-6))))
+    benchmark.group = f"one step on {workload}"
+    benchmark.extra_info.update(workload=workload, submission=sub.name, flops=run_flops(task))
     benchmark.pedantic(train, setup=fresh_inputs, rounds=rounds, iterations=1)
