@@ -142,27 +142,41 @@ def audit_segment(
 
 
 def hint(check: str | None, segments: list[SegmentAudit], distance_tol: float, tensor_tol: float, loss_tol: float) -> str | None:
-    """The likely cause of a rejection, read from the pattern of the failing segments."""
+    """The likely cause of a rejection, read from the pattern of the failing segments.
+
+    The first loss of a segment depends only on the checkpoint the segment starts from (the submission's
+    own) and on its batch, so if it is off in any segment, the forward pass differs; if the losses match
+    and the end state does not, the update does; if the first segment matches and a later one does not,
+    something carried from step to step does.
+    """
     bad = [s for s in segments if s.loss_deviation > loss_tol or s.distance > distance_tol or s.tensor_distance > tensor_tol]
     if not bad:
         return None
     first_bad = bad[0]
-    if check == "loss" and first_bad.first_loss_deviation > loss_tol:
-        cause = ("the loss of the segment's first step is already off, and that step starts from your own checkpoint: "
-                 "look at the forward pass (model maths, the batch it reads, the loss reduction)")
+    off_at_start = next((s for s in segments if s.first_loss_deviation > loss_tol), None)
+    if off_at_start is not None:
+        cause = (f"the loss of step {off_at_start.first_step}, the first of segment {off_at_start.index}, is already off, and that "
+                 "step starts from your own checkpoint: look at the forward pass (model maths, the batch it reads, the loss reduction)")
     elif check == "loss":
         cause = ("the first loss of the segment matches but later ones drift: the updates differ; "
                  "look at the gradients and the optimiser step")
-    elif first_bad.worst_tensor.startswith(("m of", "v of")) or first_bad.worst_group in ("m", "v"):
+    elif _failed_group(first_bad, distance_tol) in ("m", "v"):
         cause = ("the losses match but the moments m or v at the segment's end do not: "
                  "look at the optimiser's moment updates (betas, which gradient they use, clipping)")
     else:
         cause = ("the losses match but the parameters at the segment's end do not: look at the optimiser "
                  "(learning-rate schedule, weight decay and which tensors get it, clipping, bias correction)")
-    if first_bad.index > 0 and len(bad) < len(segments):
+    if first_bad.index > 0:
         cause += ("; the first segment matched and a later one did not, which points at state carried between steps "
                   "(moments, the step count, the schedule, a stale buffer)")
     return cause
+
+
+def _failed_group(seg: SegmentAudit, distance_tol: float) -> str:
+    """The group (params, m or v) whose end state failed: the whole group's, else the single tensor's."""
+    if seg.distance > distance_tol:
+        return seg.worst_group
+    return next((g for g, label in GROUP_LABEL.items() if label and seg.worst_tensor.startswith(label)), "params")
 
 
 def audit_run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -180,6 +181,45 @@ def score(
             lines.append(f"{r['submission']} on {r['workload']}: REJECTED: {r['reason']}" + (f"\n  hint: {r['hint']}" if r["hint"] else ""))
     _emit(as_json, outcome, "\n".join(lines))
     raise typer.Exit(0 if all(r["verdict"] == "accepted" for r in outcome) else 1)
+
+
+class Kind(str, Enum):
+    agent = "agent"
+    human = "human"
+
+
+@app.command()
+@_user_errors
+def init(
+    name: Annotated[str, typer.Argument(help="The new submission's name, also its folder: letters, digits, '.', '_' and '-'.")],
+    source: Annotated[Optional[str], typer.Option("--from", help="Start from this submission folder (a path, or a name under --into) instead of the naive reference.")] = None,
+    kind: Annotated[Kind, typer.Option(help="Who writes it: an AI system (agent) or a person (human).")] = Kind.agent,
+    system: Annotated[str, typer.Option(help="Who or what writes it: a model name or a person's handle.")] = "unknown",
+    author: Annotated[Optional[list[str]], typer.Option("--author", help="An author; repeat for several.")] = None,
+    description: Annotated[Optional[str], typer.Option(help="What it changes and why that is faster (editable later in submission.toml).")] = None,
+    into: Annotated[Path, typer.Option("--into", help="The folder that holds the submissions.")] = Path("submissions"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Start a submission: copy the reference (or --from another submission) to submissions/NAME with a filled submission.toml.
+
+    Run it from the repository root, then edit submissions/NAME/train.py and follow the two commands it prints.
+    """
+    import shlex
+
+    from harness.scaffold import init_submission
+
+    new = init_submission(name, source, into, kind.value, system, author or [], description)
+    folder = shlex.quote(str(new.path))
+    steps = [f"loopbench check {folder}", f"loopbench score {folder}"]
+    payload = {"name": new.manifest.name, "path": str(new.path), "from": str(new.source.path), "kind": new.manifest.kind,
+               "files": new.files, "next": steps}
+    text = (
+        f"created {new.path} from {new.source.name} ({', '.join(new.files)}); kind {new.manifest.kind}, system {new.manifest.system}\n"
+        f"edit {new.path / new.source.entry_file} (the rules: AGENT_TASK.md), then:\n"
+        f"  {steps[0]:<40} # one audited run on tiny: does it still compute the same training?\n"
+        f"  {steps[1]:<40} # paired timed trials against the reference on standard (several minutes)"
+    )
+    _emit(as_json, payload, text)
 
 
 @app.command()

@@ -27,8 +27,15 @@ class MemoryLog:
             self.on_step(s, loss)
 
     def checkpoint(self, s: int, params: dict, m: dict, v: dict) -> None:
-        copy = lambda d: {k: np.array(a, dtype=np.float64) for k, a in d.items()}  # noqa: E731
+        copy = lambda d: {k: _float64_copy(a) for k, a in d.items()}  # noqa: E731
         self.checkpoints.append((int(s), copy(params), copy(m), copy(v)))
+
+
+def _float64_copy(value) -> np.ndarray:
+    """A checkpoint value, a numpy array or a CPU torch tensor (SPEC §5), as a float64 copy."""
+    if hasattr(value, "detach"):  # torch: through .numpy(), which numpy's own conversion would warn about
+        value = value.detach().cpu().numpy()
+    return np.array(value, dtype=np.float64)
 
 
 @dataclass
