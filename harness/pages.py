@@ -89,7 +89,8 @@ def figure(svg: str, id: str, caption: str) -> str:
 def page(title: str, body: str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{esc(title)}</title>\n'
-            f"<style>{CSS}</style>\n</head>\n<body>\n{body}</body>\n</html>\n")
+            f"<style>{CSS}</style>\n</head>\n<body>\n{body}"
+            f'<p class="note">{esc(plots.DRAWN_WITH)}</p>\n</body>\n</html>\n')
 
 
 # ---------------------------------------------------------------- formatting shared by the pages

@@ -27,6 +27,8 @@ STYLE = {
     "legend.frameon": False,
     "path.simplify": False,
 }
+DRAWN_WITH = f"Charts drawn with matplotlib {matplotlib.__version__}."
+"""On every page: another matplotlib version may draw the same data with other bytes, and this says which drew these."""
 NO_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
 KIND_COLOURS = {"baseline": "#7f7f7f", "human": "#d95f02", "agent": "#1b9e77"}
 PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4", "#b2182b", "#4d4d4d"]
