@@ -157,6 +157,8 @@ class Section:
     def speedup_svg(self) -> str:
         points = []
         for _, rec in self.latest_accepted():
+            if not rec.speedup or rec.speedup <= 0:
+                continue  # no position on a log axis; the table still shows the row
             low, high = rec.speedup_ci or (rec.speedup, rec.speedup)
             points.append(plots.SpeedupPoint(rec.submission.name, rec.speedup, low, high, rec.submission.kind))
         return plots.speedup_chart(points, HUMAN_REFERENCE, PUBLISHED, f"{self.id}-speedups-chart")

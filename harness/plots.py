@@ -59,7 +59,7 @@ def _svg(fig: Figure, prefix: str) -> str:
     text = text[text.index("<svg"):]
     text = re.sub(r'\bid="', f'id="{prefix}-', text)
     text = text.replace('href="#', f'href="#{prefix}-').replace("url(#", f"url(#{prefix}-")
-    return text.replace("<svg ", f'<svg role="img" aria-label="{prefix}" ', 1).strip() + "\n"
+    return text.strip() + "\n"
 
 
 @dataclass(frozen=True)

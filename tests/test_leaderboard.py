@@ -117,6 +117,9 @@ def test_the_page_is_self_contained(scored_results, tmp_path):
     addresses = set(re.findall(r"https?://[^\s\"')]+", page))
     assert addresses <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}, addresses
     assert str(results) not in page and str(scored_results) not in page
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids)), "two charts on one page share an id"
+    assert set(re.findall(r'href="#([^"]+)"', page)) <= set(ids)
 
 
 def test_a_corrupt_or_foreign_file_is_skipped_with_a_warning_naming_it(scored_results, tmp_path):
