@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import matplotlib
+import matplotlib.style
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
@@ -47,7 +48,8 @@ def _plain_log_labels(axis, suffix: str = "") -> None:
 
 @contextmanager
 def _style():
-    with matplotlib.rc_context(STYLE):
+    """matplotlib's own defaults, whatever a matplotlibrc on this machine says, then ours."""
+    with matplotlib.style.context("default"), matplotlib.rc_context(STYLE):
         yield
 
 

@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+import matplotlib
 import pytest
 
 from harness import audit, records
@@ -41,7 +42,8 @@ def by_name(path_and_records) -> dict[str, tuple[Path, records.RunRecord]]:
 def test_the_same_records_give_the_same_bytes(scored_results, tmp_path):
     first, second = copy_results(scored_results, tmp_path / "a"), copy_results(scored_results, tmp_path / "elsewhere" / "b")
     board(first)
-    board(second)
+    with matplotlib.rc_context({"lines.linewidth": 7, "font.size": 20, "axes.facecolor": "yellow"}):  # a local matplotlibrc
+        board(second)
     assert outputs(first) == outputs(second)
     again = outputs(first)
     board(first)
