@@ -186,6 +186,7 @@ def score(
 class Kind(str, Enum):
     agent = "agent"
     human = "human"
+ResultsOpt = Annotated[Path, typer.Option("--results", help="The results folder: records are read from its runs/.")]
 
 
 @app.command()
@@ -220,6 +221,32 @@ def init(
         f"  {steps[1]:<40} # paired timed trials against the reference on standard (several minutes)"
     )
     _emit(as_json, payload, text)
+
+
+@app.command()
+@_user_errors
+def leaderboard(results: ResultsOpt = Path("results"), as_json: JsonFlag = False) -> None:
+    """Regenerate LEADERBOARD.md and leaderboard.html in the results folder from its records alone."""
+    from harness.leaderboard import write_leaderboard
+
+    outcome = write_leaderboard(results)
+    for message in outcome["skipped"]:
+        typer.echo(f"warning: {message}", err=True)
+    text = (f"wrote {outcome['markdown']} and {outcome['html']}: {outcome['records']} record(s) "
+            f"in {len(outcome['sections'])} group(s)" + (f", {len(outcome['skipped'])} file(s) skipped" if outcome["skipped"] else ""))
+    _emit(as_json, outcome, text)
+
+
+@app.command()
+@_user_errors
+def report(
+    record: Annotated[Path, typer.Argument(help="A run record (a JSON file under results/runs/).")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="The HTML file to write (default: results/reports/NAME.html for results/runs/NAME.json, else beside the record).")] = None,
+) -> None:
+    """Write one run's page: its trials, the audit of every segment, its loss curves, memory and CPU use."""
+    from harness.pages import write_run_page
+
+    typer.echo(f"wrote {write_run_page(record, out)}")
 
 
 @app.command()
