@@ -34,14 +34,14 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 
 
 def read_exact(fd: int, n: int) -> bytes:
-    chunks, left = [], n
-    while left:
-        chunk = os.read(fd, min(left, 1 << 22))
-        if not chunk:
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = os.readv(fd, [view[got:]])
+        if not k:
             raise EOFError
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+        got += k
+    return bytes(buf) if n < 4096 else buf
 
 
 def read_header(fd: int) -> dict:

@@ -13,6 +13,7 @@
 import concurrent.futures
 import math
 import os
+import time
 
 import torch
 
@@ -77,7 +78,8 @@ class Model:
         self.o = [e(N, C) for _ in range(L)]
         self.f, self.s, self.u = ([e(N, 4 * C) for _ in range(L)] for _ in range(3))
         self.stats = [[None] * 4 for _ in range(L)]  # (att out, lse, ln1 mean/rstd, ln2 mean/rstd)
-        self.lnf, self.logits = e(N, C), e(N, V)
+        self.lnf, self.logits, self.probs = e(N, C), e(N, V), e(N, V)
+        self.rows = torch.arange(N)
         self.dh, self.dtmp, self.dff, self.dqkv, self.tmp_ff = e(N, C), e(N, C), e(N, 4 * C), e(N, 3 * C), e(N, 4 * C)
         self.tmp_ff2 = e(N, 4 * C)
         self.scale = 1.0 / math.sqrt(self.D)
@@ -119,13 +121,16 @@ class Model:
         lnf, mf, rf = aten.native_layer_norm(self.h[L], [C], P["lnf.g"], P["lnf.b"], LN_EPS)
         self.lnf, self.lnf_stats = lnf, (mf, rf)
         torch.mm(lnf, P["wte"].t(), out=self.logits)
-        # softmax in place; loss = mean(logsumexp - logit[target])
-        rows = torch.arange(N)
+        # one softmax pass; loss = mean(-log p[target]), which equals mean(logsumexp - logit[target])
+        rows = self.rows
         yt = y.reshape(-1)
-        target_logit = self.logits[rows, yt]
-        lse = torch.logsumexp(self.logits, 1)
-        loss = float((lse - target_logit).mean())
-        self.logits.sub_(lse[:, None]).exp_()
+        aten._softmax.out(self.logits, 1, False, out=self.probs)
+        target_p = self.probs[rows, yt]
+        if bool((target_p > 0).all()):
+            loss = float(-torch.log(target_p).mean())
+        else:  # a probability that underflowed: take the loss from the logits instead
+            loss = float((torch.logsumexp(self.logits, 1) - self.logits[rows, yt]).mean())
+        self.logits, self.probs = self.probs, self.logits
         self.logits[rows, yt] -= 1.0
         self.logits.mul_(self.grad_scale)  # now d(batch mean loss)/dlogits
         return loss
@@ -201,6 +206,7 @@ class Trainer:
         self.models = [Model(task, b) for b in sizes]
         self.bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
         self.grads = [self.flat] + [Flat(task) for _ in sizes[1:]]
+        self.marks = None
         self.pool = concurrent.futures.ThreadPoolExecutor(1) if halves else None
         if halves:
             torch.set_num_threads(1)
@@ -216,20 +222,28 @@ class Trainer:
         lo, hi = self.bounds[i], self.bounds[i + 1]
         x, y = batch[lo:hi, :-1], batch[lo:hi, 1:]
         loss = self.models[i].forward(self.flat.P, x, y)
+        if i == 0:
+            self._mark("forward")
         self.models[i].backward(self.flat.P, self.grads[i].G, x)
+        if i == 0:
+            self._mark("backward")
         return loss * (hi - lo)
 
     def run(self, data, log):
-        task, fl = self.task, self.flat
+        task, fl, mark = self.task, self.flat, self._mark
         (p_d, p_n), (g_d, g_n), (m_d, m_n), (v_d, v_n) = fl.groups()
         for s in range(data.shape[0]):
+            mark("start")
             if self.pool is None:
                 loss = self._half(0, data[s]) / task.batch_size
             else:
                 other = self.pool.submit(self._half, 1, data[s])
                 loss = self._half(0, data[s])
-                loss = (loss + other.result()) / task.batch_size
+                loss += other.result()
+                loss /= task.batch_size
+                mark("wait")
                 fl.g += self.grads[1].g
+            mark("sum")
             norm = math.sqrt(float(torch.dot(fl.g, fl.g)))
             clip = min(1.0, task.grad_clip / (norm + 1e-6))
             if clip < 1.0:
@@ -239,9 +253,16 @@ class Trainer:
             kw = dict(lr=lr, beta1=task.beta1, beta2=task.beta2, eps=task.eps, amsgrad=False, maximize=False)
             aten._fused_adamw_([p_d], [g_d], [m_d], [v_d], [], [self.step_t], weight_decay=task.weight_decay, **kw)
             aten._fused_adamw_([p_n], [g_n], [m_n], [v_n], [], [self.step_t], weight_decay=0.0, **kw)
+            mark("optimiser")
             log.step(s, loss)
             if (s + 1) % task.audit_every == 0 or s == task.steps - 1:
                 log.checkpoint(s, fl.P, fl.M, fl.V)
+            mark("log")
+
+    def _mark(self, phase):
+        """Phase boundaries for docs/measure_roofline.py; nothing is recorded unless self.marks is a list."""
+        if self.marks is not None:
+            self.marks.append((phase, time.perf_counter()))
 
 
 class _NoLog:

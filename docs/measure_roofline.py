@@ -1,0 +1,181 @@
+"""Where the champion's time goes: phase split, FLOPs, bytes and distance from the ceiling (docs/roofline.md).
+
+    python docs/measure_roofline.py [--workloads standard large] [--runs 5] [--json]
+
+Runs submissions/champion in this process, under the budget's cores and thread variables, on the real data
+of seed 1. Each run is timed whole and split into phases from marks the champion's Trainer records when its
+`marks` attribute is a list (forward and backward of the main thread's half of the batch, waiting for the
+other half, summing the two gradient buffers, the optimiser, logging and checkpoint copies). Figures are
+medians over the runs. A torch.profiler table of one more run gives the heaviest kernels.
+The FLOPs per phase come from harness.flops.step_flops; the bytes are the compulsory traffic estimated below.
+Run it on an idle machine: anything else on the cores distorts every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from harness import data  # noqa: E402
+from harness.flops import step_flops  # noqa: E402
+from harness.machine import budget_cpus, measure_gemm_gflops, thread_env  # noqa: E402
+from harness.spec import load_workload, n_params  # noqa: E402
+
+PHASES = ("forward", "backward", "wait", "sum", "optimiser", "log")
+
+
+class CopyLog:
+    """Costs what the harness's log costs in the submission's process: checkpoints copied out at once."""
+
+    def step(self, s, loss):
+        float(loss)
+
+    def checkpoint(self, s, params, m, v):
+        for group in (params, m, v):
+            for value in group.values():
+                value.detach().numpy().copy()
+
+
+def load_champion():
+    spec = importlib.util.spec_from_file_location("champion", ROOT / "submissions" / "champion" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def phase_seconds(marks: list[tuple[str, float]]) -> dict[str, float]:
+    """Seconds per phase over a run, from ('start', t0), ('forward', t1), ... marks."""
+    totals = dict.fromkeys(PHASES, 0.0)
+    for (_, before), (phase, at) in zip(marks, marks[1:]):
+        if phase != "start":
+            totals[phase] += at - before
+    return totals
+
+
+def traffic_bytes(task) -> dict[str, int]:
+    """Compulsory float32 traffic of one step, by phase.
+
+    Forward: every saved activation written once and read once (per layer: residual in and out, two
+    LayerNorm outputs, qkv, attention output, fc pre-activation, sigmoid, GELU output = 20 N C elements),
+    plus the logits (N V) written, read and overwritten by their gradient. Backward: each activation read
+    once more and one gradient of each written and read. Optimiser: parameters, gradients and both moments
+    read, and parameters and moments written (7 per parameter), plus the gradient norm (1 more read).
+    """
+    N, C, V, L = task.batch_size * task.ctx_len, task.d_model, task.vocab_size, task.n_layer
+    acts = L * 20 * N * C
+    return {
+        "forward": 4 * (2 * acts + 3 * N * V),
+        "backward": 4 * (3 * acts + 2 * N * V),
+        "optimiser": 4 * 8 * n_params(task),
+    }
+
+
+def measure(workload: str, runs: int, ceiling: float) -> dict:
+    wl = load_workload(workload)
+    task = wl.task()
+    corpus = data.load_corpus(None)
+    batches, params = data.make_batches(corpus, task, 1), data.init_params(task, 1)
+    champion = load_champion()
+    champion.prepare(task)
+    trainer = champion._trainer[task]
+    walls, splits = [], []
+    for _ in range(runs):
+        trainer.marks = []
+        start = time.perf_counter()
+        champion.train(task, params, batches, CopyLog())
+        walls.append(time.perf_counter() - start)
+        splits.append(phase_seconds(trainer.marks))
+    trainer.marks = None
+    wall = statistics.median(walls)
+    phases = {p: statistics.median(s[p] for s in splits) for p in PHASES}
+    phases["outside the steps"] = max(0.0, wall - sum(phases.values()))
+    flops = step_flops(task)
+    per_phase_flops = {
+        "forward": task.steps * (flops["forward_matmul"] + flops["forward_attention"] + flops["forward_elementwise"]),
+        "backward": task.steps * (flops["backward_matmul"] + flops["backward_attention"] + flops["backward_elementwise"]),
+        "optimiser": task.steps * flops["optimiser"],
+    }
+    per_phase_bytes = {k: task.steps * v for k, v in traffic_bytes(task).items()}
+    total_flops = sum(per_phase_flops.values())
+    return {
+        "workload": workload,
+        "runs": runs,
+        "wall_seconds": wall,
+        "wall_seconds_all": walls,
+        "phase_seconds": phases,
+        "phase_flops": per_phase_flops,
+        "phase_bytes": per_phase_bytes,
+        "run_flops": total_flops,
+        "ceiling_gflops": ceiling,
+        "floor_seconds": total_flops / (ceiling * 1e9),
+        "ceiling_fraction": total_flops / (ceiling * 1e9) / wall,
+        "top_kernels": top_kernels(champion, task, params, batches),
+    }
+
+
+def top_kernels(champion, task, params, batches, rows: int = 12) -> list[dict]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        champion.train(task, params, batches, CopyLog())
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    return [
+        {"kernel": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total}
+        for e in events[:rows]
+    ]
+
+
+def markdown(result: dict) -> str:
+    r = result
+    lines = [
+        f"### {r['workload']}: {r['wall_seconds']:.3f} s per run (median of {r['runs']}), "
+        f"{100 * r['ceiling_fraction']:.1f}% of the {r['ceiling_gflops']:.0f} GFLOP/s ceiling "
+        f"(floor {r['floor_seconds']:.3f} s, {r['wall_seconds'] / r['floor_seconds']:.1f}x above it)",
+        "",
+        "| phase | seconds | share | GFLOP | GB (est.) | GFLOP/s | share of ceiling |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for phase, sec in r["phase_seconds"].items():
+        fl = r["phase_flops"].get(phase)
+        by = r["phase_bytes"].get(phase)
+        rate = fl / sec / 1e9 if fl and sec > 0 else None
+        lines.append(
+            f"| {phase} | {sec:.3f} | {100 * sec / r['wall_seconds']:.1f}% | "
+            + (f"{fl / 1e9:.2f}" if fl else "") + " | " + (f"{by / 1e9:.2f}" if by else "") + " | "
+            + (f"{rate:.1f}" if rate else "") + " | " + (f"{100 * rate / r['ceiling_gflops']:.1f}%" if rate else "") + " |"
+        )
+    lines += ["", "| kernel (torch.profiler, self CPU of the main thread) | calls | ms | share |", "|---|---:|---:|---:|"]
+    for k in r["top_kernels"]:
+        lines.append(f"| `{k['kernel']}` | {k['calls']} | {k['self_cpu_ms']:.1f} | {100 * k['share']:.1f}% |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", nargs="+", default=["standard", "large"])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    ceiling = measure_gemm_gflops(args.cores)
+    os.environ.update(thread_env(args.cores))
+    os.sched_setaffinity(0, budget_cpus(args.cores))
+    import torch
+
+    torch.set_num_threads(args.cores)
+    results = [measure(w, args.runs, ceiling) for w in args.workloads]
+    print(json.dumps(results, indent=2) if args.json else "\n\n".join(markdown(r) for r in results))
+
+
+if __name__ == "__main__":
+    main()
