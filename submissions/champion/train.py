@@ -156,7 +156,8 @@ class Model:
             # gelu'(f) = s + f s (1 - s) (A + 3B f^2)
             torch.mul(f, f, out=t)
             t.mul_(3.0 * GELU_B).add_(GELU_A).mul_(f)
-            t.mul_(torch.addcmul(s, s, s, value=-1.0, out=self.tmp_ff2)).add_(s)
+            one_minus_s = torch.neg(s, out=self.tmp_ff2).add_(1.0)  # exact for s >= 1/2, unlike s - s*s
+            t.mul_(one_minus_s.mul_(s)).add_(s)
             du.mul_(t)
             torch.mm(self.a2[i].t(), du, out=G[p + "fc.w"])
             torch.sum(du, 0, out=G[p + "fc.b"])
