@@ -4,8 +4,10 @@ trial named, a node lost mid-trial costing that attempt only, and plain errors f
 import importlib.util
 import json
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from harness.submission import load_submission
 ROOT = Path(__file__).resolve().parents[1]
 HONEST = ROOT / "tests" / "honest" / "torch_float32"
 DISHONEST = ROOT / "tests" / "adversarial" / "attacks" / "lr_change"
+CRASH = ROOT / "tests" / "adversarial" / "attacks" / "crash"
 NODE = {"num_cpus": 2, "resources": {"loopbench_node": 1}, "object_store_memory": 80 * 2**20, "include_dashboard": False}
 """One simulated node: the tiny budget's 2 cores, the resource that marks a node able to time, a small object store."""
 
@@ -110,13 +113,14 @@ def test_two_nodes_give_the_local_verdicts_and_name_the_node_of_every_trial(clus
 
     local = {rec.submission.name: rec.verdict for _, rec in records.load_records(scored_results)}
     with ray_executor(cluster.address) as executor:
-        out = score([load_submission(HONEST), load_submission(DISHONEST)], replace(tiny_setting, machine={}), trials=2,
+        out = score([load_submission(s) for s in (HONEST, DISHONEST, CRASH)], replace(tiny_setting, machine={}), trials=2,
                     results_dir=tmp_path, progress=False, executor=executor)
     verdicts = {rec.submission.name: rec.verdict for rec, _ in out}
-    assert verdicts == {name: local[name] for name in verdicts}
-    assert set(verdicts.values()) == {"accepted", "rejected"}
+    assert verdicts == {"torch-float32": local["torch-float32"], "lr-change": local["lr-change"], "crash": "rejected"}
+    assert local["torch-float32"] == "accepted" and local["lr-change"] == "rejected"
     written = records.load_records(tmp_path)
-    assert len(written) == 2
+    assert len(written) == 3
+    # a rejected or crashing submission is a verdict, not a lost worker: no trial needed a second attempt
     for _, rec in written:
         timed_on = [t.node for t in rec.trials]
         assert set(timed_on) <= set(names(cluster))
@@ -127,8 +131,30 @@ def test_two_nodes_give_the_local_verdicts_and_name_the_node_of_every_trial(clus
     assert accepted.speedup > 0 and accepted.speedup_ci[0] <= accepted.speedup <= accepted.speedup_ci[1]
 
 
+def _folders_of_this_test() -> set[Path]:
+    """Shipped submissions and trial folders of the honest submission and the baseline, in the temporary folder."""
+    tmp = Path(tempfile.gettempdir())
+    shipped = {p for p in tmp.glob("loopbench-shipped-*") if (p / HONEST.name).is_dir() or (p / "reference_loop").is_dir()}
+    trials = set()
+    for p in tmp.glob("loopbench-trial-*"):
+        manifest = p / "submission" / "submission.toml"
+        text = manifest.read_text(errors="replace") if manifest.is_file() else ""
+        if 'name = "torch-float32"' in text or 'name = "reference"' in text:
+            trials.add(p)
+    return shipped | trials
+
+
+@pytest.fixture
+def lost_folders():
+    """Removes what a killed node's attempt left in the temporary folder (a trial that ends removes its own)."""
+    before = _folders_of_this_test()
+    yield
+    for folder in _folders_of_this_test() - before:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @needs_ray
-def test_a_node_lost_mid_trial_costs_that_attempt_only(cluster, tiny_setting, tmp_path):
+def test_a_node_lost_mid_trial_costs_that_attempt_only(cluster, tiny_setting, tmp_path, lost_folders):
     from harness.cluster import ray_executor
 
     doomed = cluster.add_node(**NODE)
