@@ -83,117 +83,123 @@ _node_machines: dict[int, dict] = {}
 """This node's machine under a budget of n cores, measured once per Ray worker process."""
 
 
-def _on_node(setting: Setting, digest: str, events, key: int, attempt: int) -> tuple[Setting, str]:
-    """On the node, first: say where the trial runs, check the harness, and measure this node's ceiling."""
+def _here() -> str:
     import ray
 
-    node = node_name(platform.node(), ray.get_runtime_context().get_node_id())
-    events.put((key, attempt, node))
+    return node_name(platform.node(), ray.get_runtime_context().get_node_id())
+
+
+def _node_setting(setting: Setting, digest: str, node: str) -> Setting:
+    """On the node, before any run: check its harness, and give the setting this node's measured ceiling."""
     if harness_digest() != digest:
         raise LoopbenchError(f"node {node} runs a different loopbench harness from the command's machine: "
                              "install the same loopbench on every node")
     cores = setting.budget.cores
     if cores not in _node_machines:
         _node_machines[cores] = describe(cores)
-    return replace(setting, machine=_node_machines[cores]), node
+    return replace(setting, machine=_node_machines[cores])
 
 
-def _timed_trial_task(setting: Setting, packs: list[dict], index: int, trials: int, seed: int, digest: str,
-                      events, attempt: int) -> TrialRuns:
-    """One Ray task: trial `index`, the baseline (first pack) and every submission back to back on this node."""
-    here, node = _on_node(setting, digest, events, index, attempt)
+def _timed_trial_task(setting: Setting, packs: list[dict], index: int, trials: int, seed: int, digest: str) -> Iterator:
+    """One Ray task: trial `index`, the baseline (first pack) and every submission back to back on this node.
+
+    It yields the node's name first, as soon as it starts (the driver shows it and notes it if the node is lost),
+    then the trial.
+    """
+    node = _here()
+    yield node
+    here = _node_setting(setting, digest, node)
     with contextlib.ExitStack() as stack:
         baseline, *subs = [stack.enter_context(unpacked(p)) for p in packs]
-        return timed_trial(subs, baseline, here, index, trials, seed, progress=False, node=node)
+        yield timed_trial(subs, baseline, here, index, trials, seed, progress=False, node=node)
 
 
-def _verify_task(setting: Setting, packed: dict, seed: int, digest: str, events, attempt: int) -> TrialRuns:
-    """One Ray task: one audited run of a submission, no baseline (what `check` asks for)."""
-    here, node = _on_node(setting, digest, events, 0, attempt)
+def _verify_task(setting: Setting, packed: dict, seed: int, digest: str) -> Iterator:
+    """One Ray task: one audited run of a submission, no baseline (what `check` asks for); the node's name first."""
+    node = _here()
+    yield node
+    here = _node_setting(setting, digest, node)
     with unpacked(packed) as sub:
-        return verify(sub, here, seed, progress=False, node=node)
+        yield verify(sub, here, seed, progress=False, node=node)
 
 
 class RayExecutor:
     """Trials as Ray tasks on the cluster this process is connected to; see the module's docstring."""
 
-    def __init__(self, ray, events, on_start: Callable[[int, str], None] | None = None):
-        self.ray, self.events, self.on_start = ray, events, on_start
+    def __init__(self, ray, on_start: Callable[[int, str], None] | None = None):
+        self.ray, self.on_start = ray, on_start
+
+    def _task(self, function, cores: int, share: float):
+        # no retry by Ray itself: a lost attempt is retried here, where the record can note it
+        return self.ray.remote(function).options(num_cpus=cores, resources={NODE_RESOURCE: share}, max_retries=0,
+                                                 num_returns="streaming")
 
     def timed_trials(self, subs: list[Submission], baseline: Submission, setting: Setting, seeds: list[int],
                      progress: bool) -> list[TrialRuns]:
         ray, cores = self.ray, setting.budget.cores
-        task = ray.remote(_timed_trial_task).options(num_cpus=cores, resources={NODE_RESOURCE: 1}, max_retries=0)
+        task = self._task(_timed_trial_task, cores, 1.0)
         shared = ray.put(setting), ray.put([pack(baseline), *(pack(s) for s in subs)]), harness_digest()
-        launch = lambda k, attempt: task.remote(shared[0], shared[1], k, len(seeds), seeds[k], shared[2],  # noqa: E731
-                                                self.events, attempt)
+        launch = lambda k: task.remote(shared[0], shared[1], k, len(seeds), seeds[k], shared[2])  # noqa: E731
         return self._gather(len(seeds), launch, cores, 1.0, progress, f"score on {setting.workload.name}")
 
     def verify(self, sub: Submission, setting: Setting, seed: int, progress: bool) -> TrialRuns:
         ray, cores = self.ray, setting.budget.cores
-        task = ray.remote(_verify_task).options(num_cpus=cores, resources={NODE_RESOURCE: VERIFY_SHARE}, max_retries=0)
+        task = self._task(_verify_task, cores, VERIFY_SHARE)
         shared = ray.put(setting), pack(sub), harness_digest()
-        launch = lambda k, attempt: task.remote(shared[0], shared[1], seed, shared[2], self.events, attempt)  # noqa: E731
+        launch = lambda k: task.remote(shared[0], shared[1], seed, shared[2])  # noqa: E731
         return self._gather(1, launch, cores, VERIFY_SHARE, progress, f"check {sub.name}")[0]
 
     def _gather(self, count: int, launch, cores: int, share: float, progress: bool, desc: str) -> list[TrialRuns]:
         """Launch `count` trials, follow them, run again any that lost its node; the trials in order."""
         ray = self.ray
         self._need_node(cores, share)
-        attempts = {k: 1 for k in range(count)}
         lost: dict[int, list[str]] = {k: [] for k in range(count)}
         where: dict[int, str] = {}
-        pending = {launch(k, 1): k for k in range(count)}
+        running = {launch(k): k for k in range(count)}
         done: dict[int, TrialRuns] = {}
         bar = tqdm(total=count, desc=desc, unit="trial", disable=not progress)
         checked = time.monotonic()
         try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
-                self._follow(attempts, where)
-                for ref in ready:
-                    k = pending.pop(ref)
+            while running:
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+                for gen in ready:
+                    k = running[gen]
                     try:
-                        done[k] = ray.get(ref)
+                        value = ray.get(next(gen))
                     except ray.exceptions.RayTaskError as err:
                         if isinstance(err.cause, LoopbenchError):
                             raise LoopbenchError(str(err.cause)) from None
                         raise
                     except ray.exceptions.RayError as err:
-                        lost[k].append(f"attempt {attempts[k]} lost on {where.pop(k, 'a node that never reported')}: "
+                        del running[gen]
+                        lost[k].append(f"attempt {len(lost[k]) + 1} lost on {where.pop(k, 'a node that never reported')}: "
                                        f"{_first_line(err)}")
-                        if attempts[k] >= MAX_ATTEMPTS:
+                        if len(lost[k]) >= MAX_ATTEMPTS:
                             raise LoopbenchError(f"trial {k + 1} was lost {MAX_ATTEMPTS} times; the last: {lost[k][-1]}") from None
-                        attempts[k] += 1
-                        pending[launch(k, attempts[k])] = k
+                        running[launch(k)] = k
                         continue
+                    if isinstance(value, str):  # the trial started on this node
+                        where[k] = value
+                        if self.on_start:
+                            self.on_start(k, value)
+                        continue
+                    del running[gen]
+                    done[k] = value
                     done[k].retries = lost[k]
                     where.pop(k, None)
                     bar.update(1)
-                if pending and time.monotonic() - checked > NODE_CHECK_S:
+                if running and time.monotonic() - checked > NODE_CHECK_S:
                     self._need_node(cores, share)
                     checked = time.monotonic()
-                busy = sorted(set(where.values()))
-                bar.set_postfix_str(f"nodes: {', '.join(busy) if busy else 'waiting'}", refresh=True)
+                if running:
+                    busy = sorted(set(where.values()))
+                    bar.set_postfix_str(f"nodes: {', '.join(busy) if busy else 'waiting for one'}", refresh=True)
         finally:
             bar.close()
-            for ref in pending:
-                ray.cancel(ref, force=True)
+            for gen in running:
+                with contextlib.suppress(Exception):
+                    ray.cancel(gen, force=True)
         return [done[k] for k in range(count)]
-
-    def _follow(self, attempts: dict[int, int], where: dict[int, str]) -> None:
-        """Which node runs which trial, as the tasks tell when they start."""
-        from ray.util.queue import Empty
-
-        while True:
-            try:
-                key, attempt, node = self.events.get_nowait()
-            except Empty:
-                return
-            if attempts.get(key) == attempt:
-                where[key] = node
-                if self.on_start:
-                    self.on_start(key, node)
 
     def _need_node(self, cores: int, share: float) -> None:
         """Fail in one line, rather than wait for ever, when no live node can take a trial."""
@@ -217,7 +223,7 @@ def _check_reachable(address: str) -> None:
         return
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise LoopbenchError(f"--address {address!r} is not a Ray cluster's address: HOST:PORT (e.g. 10.0.0.5:6379) or auto")
+        raise LoopbenchError(f"--address {address!r} is not a Ray cluster's address: HOST:PORT of its head (6379 unless set otherwise) or auto")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as err:
@@ -233,8 +239,6 @@ def ray_executor(address: str | None = None, on_start: Callable[[int, str], None
     """
     try:
         import ray
-        from ray.util.queue import Queue
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     except ImportError:
         raise LoopbenchError("--executor ray needs Ray: pip install -e '.[ray]'") from None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -248,9 +252,6 @@ def ray_executor(address: str | None = None, on_start: Callable[[int, str], None
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
             raise LoopbenchError(f"cannot join the Ray cluster at {address}: {_first_line(err)}") from None
     try:
-        # the progress messages live beside the driver, whose node outlives the command
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-        events = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
-        yield RayExecutor(ray, events, on_start)
+        yield RayExecutor(ray, on_start)
     finally:
         ray.shutdown()
