@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--workload", default="standard")
     parser.add_argument("--profiler", choices=("cprofile", "torch"), default="cprofile")
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--sort", choices=("tottime", "cumtime"), default="tottime", help="cProfile's order: own time, or time including callees.")
     parser.add_argument("--warm", action="store_true", help="Run once untimed first.")
     args = parser.parse_args()
 
@@ -82,7 +83,7 @@ def main() -> None:
         prof.disable()
         seconds = time.perf_counter() - start
         out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(args.top)
+        pstats.Stats(prof, stream=out).sort_stats(args.sort).print_stats(args.top)
         table = out.getvalue()
     else:
         from torch.profiler import ProfilerActivity, profile

@@ -84,6 +84,9 @@ def measure(workload: str, runs: int, ceiling: float) -> dict:
     task = wl.task()
     corpus = data.load_corpus(None)
     batches, params = data.make_batches(corpus, task, 1), data.init_params(task, 1)
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # as the worker does; an earlier run may have changed it
     champion = load_champion()
     champion.prepare(task)
     trainer = champion._trainer[task]
