@@ -105,10 +105,25 @@ MemoryOpt = Annotated[Optional[str], typer.Option("--memory", help="Memory budge
 TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", help="Wall-clock limit of one run's timed phase, in seconds.")]
 
 
-def _budget(workload, cores, memory, timeout):
+class ExecutorName(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+ExecutorOpt = Annotated[ExecutorName, typer.Option("--executor", help="Where the trials run: local (this machine, one after another) or ray (a Ray cluster: each timed trial on a node of its own, trials in parallel; needs the ray extra).")]
+AddressOpt = Annotated[Optional[str], typer.Option("--address", help="With --executor ray: the Ray cluster to join (HOST:PORT of its head, or auto). Without it, a local Ray instance is started and stopped by the command.")]
+
+
+def _setting(workload, corpus, cores, memory, timeout, executor: ExecutorName, address: str | None):
+    """The command's setting, its options checked before any work; on a cluster each node measures its own machine."""
+    from harness.data import load_corpus
+    from harness.score import make_setting
     from harness.spec import budget_with
 
-    return budget_with(workload.budget, cores=cores, memory=memory, timeout=timeout)
+    if address is not None and executor is not ExecutorName.ray:
+        raise LoopbenchError("--address names a Ray cluster to join: it needs --executor ray")
+    budget = budget_with(workload.budget, cores=cores, memory=memory, timeout=timeout)
+    return make_setting(workload, budget, load_corpus(corpus), measure=executor is ExecutorName.local)
 
 
 @app.command()
@@ -121,19 +136,20 @@ def check(
     cores: CoresOpt = None,
     memory: MemoryOpt = None,
     timeout: TimeoutOpt = None,
+    executor: ExecutorOpt = ExecutorName.local,
+    address: AddressOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run one trial of a submission and audit it, without timing the baseline. Exit 0 if accepted, 1 if rejected."""
-    from harness.data import load_corpus
     from harness.score import check as run_check
-    from harness.score import make_setting
+    from harness.score import open_executor
     from harness.spec import load_workload
     from harness.submission import load_submission
 
     sub = load_submission(submission)
-    wl = load_workload(workload)
-    setting = make_setting(wl, _budget(wl, cores, memory, timeout), load_corpus(corpus))
-    result = run_check(sub, setting, seed=seed)
+    setting = _setting(load_workload(workload), corpus, cores, memory, timeout, executor, address)
+    with open_executor(executor.value, address) as ex:
+        result = run_check(sub, setting, seed=seed, executor=ex)
     t = result["trials"][0]
     text = f"{result['submission']} on {result['workload']}: {result['verdict'].upper()}: {result['reason']}"
     if result["hint"]:
@@ -155,22 +171,23 @@ def score(
     memory: MemoryOpt = None,
     timeout: TimeoutOpt = None,
     results: Annotated[Path, typer.Option("--results", help="Folder whose runs/ receives one record per submission.")] = Path("results"),
+    executor: ExecutorOpt = ExecutorName.local,
+    address: AddressOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Time submissions against the naive baseline in paired trials, audit every run, write the records.
 
     Exit 0 when every submission is accepted, 1 otherwise.
     """
-    from harness.data import load_corpus
-    from harness.score import make_setting, score_summary
+    from harness.score import open_executor, score_summary
     from harness.score import score as run_score
     from harness.spec import load_workload
     from harness.submission import load_submission
 
     subs = [load_submission(s) for s in submissions]
-    wl = load_workload(workload)
-    setting = make_setting(wl, _budget(wl, cores, memory, timeout), load_corpus(corpus))
-    outcome = [score_summary(rec, path) for rec, path in run_score(subs, setting, trials, results)]
+    setting = _setting(load_workload(workload), corpus, cores, memory, timeout, executor, address)
+    with open_executor(executor.value, address) as ex:
+        outcome = [score_summary(rec, path) for rec, path in run_score(subs, setting, trials, results, executor=ex)]
     lines = []
     for r in outcome:
         if r["verdict"] == "accepted":

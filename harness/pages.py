@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from harness import audit, plots
 from harness.errors import LoopbenchError
-from harness.records import RunRecord, RunSummary
+from harness.records import RunRecord, RunSummary, TrialRecord
 
 CSS = """
 body { font-family: 'DejaVu Sans', Verdana, sans-serif; font-size: 14px; color: #222; background: #fff;
@@ -173,10 +173,18 @@ def _cores_busy(run: RunSummary | None) -> float | None:
     return run.cpu_seconds / run.seconds
 
 
+def _timed_on(trial: TrialRecord) -> str:
+    """The node of a trial, and the attempts of it that were lost with their node."""
+    node = trial.node or "–"
+    if trial.retries:
+        node += f" (after {len(trial.retries)} lost attempt{'s' if len(trial.retries) > 1 else ''}: {'; '.join(trial.retries)})"
+    return node
+
+
 def trials_table(record: RunRecord) -> Table:
     table = Table("trials", "Trials: baseline and submission on one seed each", numeric=frozenset(range(1, 10)),
                   columns=["trial", "seed", "baseline s", "submission s", "setup s", "CPU-s", "cores busy",
-                           "peak MiB", "held-out loss (baseline)", "held-out loss", "verdict", "reason"])
+                           "peak MiB", "held-out loss (baseline)", "held-out loss", "verdict", "reason", "timed on"])
     failed = set()
     for i, t in enumerate(record.trials):
         s, b = t.submission, t.baseline
@@ -185,7 +193,7 @@ def trials_table(record: RunRecord) -> Table:
         table.rows.append([
             str(t.index + 1), str(t.seed), num(b and b.seconds, ".4f"), num(s.seconds, ".4f"), num(s.setup_seconds, ".2f"),
             num(s.cpu_seconds, ".2f"), num(_cores_busy(s), ".2f"), num(s.peak_memory_mib, ".0f"),
-            num(b and b.eval_loss, ".4f"), num(s.eval_loss, ".4f"), _run_verdict(s), s.reason,
+            num(b and b.eval_loss, ".4f"), num(s.eval_loss, ".4f"), _run_verdict(s), s.reason, _timed_on(t),
         ])
     table.failed = frozenset(failed)
     return table
@@ -259,6 +267,9 @@ def _facts(record: RunRecord) -> Table:
         ["workload", workload_label(record.workload)],
         ["budget", budget_label(record.budget)],
         ["machine", f"{machine_label(record.machine)}, measured GEMM rate {num(record.machine.get('gemm_gflops'), '.1f')} GFLOP/s"],
+        *([["nodes", "; ".join(f"{name}: {machine_label(m)}, {num(m.get('gemm_gflops'), '.1f')} GFLOP/s"
+                                 for name, m in sorted(record.nodes.items())) + " (each trial paired within its node)"]]
+          if record.nodes else []),
         ["corpus", f"{record.corpus.get('name', '?')} (sha256 {str(record.corpus.get('sha256', '?'))[:16]}…)"],
         ["speedup (95% interval)", speedup_text(record.speedup, record.speedup_ci)],
         ["x human", num(record.x_human, ".2f", "x")],

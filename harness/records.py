@@ -65,6 +65,12 @@ class TrialRecord(_Model):
     seed: int
     baseline: RunSummary | None
     submission: RunSummary
+    node: str | None = None
+    """The node that timed the trial (the baseline and every submission back to back): the host name, and on a
+    Ray cluster the host name and the node's id after a slash. None in records older than this field."""
+    retries: list[str] = Field(default_factory=list)
+    """Attempts of this trial that were lost with their node (it died or left mid-trial), each run again whole,
+    on the same seed, on another node; the runs above are the attempt that completed."""
 
 
 class SubmissionInfo(_Model):
@@ -94,7 +100,11 @@ class RunRecord(_Model):
     budget: dict
     """The budget every run of the record ran under (cores, memory, time limits)."""
     machine: dict
-    """CPU model, host, cores in the budget and the measured float32 GEMM rate (gemm_gflops)."""
+    """CPU model, host, cores in the budget and the measured float32 GEMM rate (gemm_gflops); of the node that
+    timed the most trials when they were timed on several."""
+    nodes: dict[str, dict] = Field(default_factory=dict)
+    """The machine of every node that timed a trial, by node name, when the trials were timed on more than one
+    node; empty when one node timed them all (then `machine` is that node)."""
     versions: dict
     """loopbench, Python, NumPy, torch, numba and the git commit with its dirty flag."""
     corpus: dict
@@ -108,7 +118,8 @@ class RunRecord(_Model):
     verdict: Literal["accepted", "rejected"]
     reason: str
     speedup: float | None = None
-    """Median baseline time / median submission time; None when rejected."""
+    """Median baseline time / median submission time; None when rejected. Trials timed on several nodes are
+    paired within their node: the geometric mean of each node's speedup, weighted by its trials."""
     speedup_ci: list[float] | None = None
     """Bootstrap 95% interval of the speedup over paired trials."""
     x_human: float | None = None

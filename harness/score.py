@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import platform
 import secrets
-from dataclasses import dataclass
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterator, Protocol
 
 from tqdm import tqdm
 
 from harness import audit, data, oracle, records, runner, stats
+from harness.errors import LoopbenchError
 from harness.flops import run_flops
 from harness.machine import describe, versions
 from harness.spec import Budget, Task, Workload
@@ -37,9 +42,11 @@ class Setting:
         return self.flops / (self.machine["gemm_gflops"] * 1e9)
 
 
-def make_setting(workload: Workload, budget: Budget, corpus: data.Corpus) -> Setting:
+def make_setting(workload: Workload, budget: Budget, corpus: data.Corpus, measure: bool = True) -> Setting:
+    """The setting of a command; `measure=False` leaves the machine empty, for executors whose nodes measure
+    their own (the machine that times a trial is the one whose ceiling counts)."""
     data.check_corpus_fits(corpus, workload.task())
-    return Setting(workload, budget, corpus, describe(budget.cores))
+    return Setting(workload, budget, corpus, describe(budget.cores) if measure else {})
 
 
 def new_seed() -> int:
@@ -77,12 +84,104 @@ def run_once(sub: Submission, setting: Setting, params, batches, progress: bool,
     return summary
 
 
-def check(sub: Submission, setting: Setting, seed: int | None = None, progress: bool = True) -> dict:
+@dataclass
+class TrialRuns:
+    """One trial as it came back from the node that ran it: its runs, that node, and the attempts lost before."""
+
+    index: int
+    seed: int
+    node: str
+    machine: dict
+    """The machine description of the node, its GEMM rate measured under the budget there."""
+    baseline: records.RunSummary | None
+    submissions: list[records.RunSummary]
+    retries: list[str] = field(default_factory=list)
+
+
+def local_node() -> str:
+    """The name of this machine as a record's trials give it."""
+    return platform.node() or "localhost"
+
+
+def _trial_data(setting: Setting, seed: int):
+    task = setting.task
+    return data.init_params(task, seed), data.make_batches(setting.corpus, task, seed)
+
+
+def timed_trial(subs: list[Submission], baseline: Submission, setting: Setting, index: int, trials: int, seed: int,
+                progress: bool, node: str | None = None, on_run=None) -> TrialRuns:
+    """Trial `index`: the baseline and every submission back to back on one seed, here, under one budget.
+
+    The order alternates from one trial to the next, so that slow drift of the machine favours neither side.
+    """
+    params, batches = _trial_data(setting, seed)
+    order = [None, *range(len(subs))]
+    if index % 2:
+        order.reverse()
+    runs: dict = {}
+    for who in order:
+        sub = baseline if who is None else subs[who]
+        runs[who] = run_once(sub, setting, params, batches, progress, f"trial {index + 1}/{trials} {sub.name}")
+        if on_run:
+            on_run()
+    if not runs[None].accepted:
+        raise LoopbenchError(f"the baseline itself failed in trial {index + 1}: {runs[None].reason} (is the budget too small?)")
+    return TrialRuns(index, seed, node or local_node(), setting.machine, runs[None], [runs[i] for i in range(len(subs))])
+
+
+def verify(sub: Submission, setting: Setting, seed: int, progress: bool, node: str | None = None) -> TrialRuns:
+    """One audited run of `sub` on `seed`, here, with no baseline: what `check` asks for."""
+    params, batches = _trial_data(setting, seed)
+    run = run_once(sub, setting, params, batches, progress, sub.name)
+    return TrialRuns(0, seed, node or local_node(), setting.machine, None, [run])
+
+
+class Executor(Protocol):
+    """Where trials run: this machine (LocalExecutor) or a cluster (harness.cluster.RayExecutor)."""
+
+    def timed_trials(self, subs: list[Submission], baseline: Submission, setting: Setting, seeds: list[int],
+                     progress: bool) -> list[TrialRuns]: ...
+
+    def verify(self, sub: Submission, setting: Setting, seed: int, progress: bool) -> TrialRuns: ...
+
+
+class LocalExecutor:
+    """Every trial on this machine, one after another."""
+
+    def timed_trials(self, subs: list[Submission], baseline: Submission, setting: Setting, seeds: list[int],
+                     progress: bool) -> list[TrialRuns]:
+        outer = tqdm(total=len(seeds) * (len(subs) + 1), desc=f"score on {setting.workload.name}", unit="run", disable=not progress)
+        done = [timed_trial(subs, baseline, setting, k, len(seeds), seed, progress, on_run=lambda: outer.update(1))
+                for k, seed in enumerate(seeds)]
+        outer.close()
+        return done
+
+    def verify(self, sub: Submission, setting: Setting, seed: int, progress: bool) -> TrialRuns:
+        return verify(sub, setting, seed, progress)
+
+
+@contextmanager
+def open_executor(name: str = "local", address: str | None = None) -> Iterator[Executor]:
+    """The executor a command asked for; Ray is imported only when it is the one asked for."""
+    if name == "local":
+        if address is not None:
+            raise LoopbenchError("--address names a Ray cluster: it needs --executor ray")
+        yield LocalExecutor()
+    elif name == "ray":
+        from harness.cluster import ray_executor
+
+        with ray_executor(address) as executor:
+            yield executor
+    else:
+        raise LoopbenchError(f"unknown executor {name!r}: local or ray")
+
+
+def check(sub: Submission, setting: Setting, seed: int | None = None, progress: bool = True,
+          executor: Executor | None = None) -> dict:
     """One trial of `sub`, verification only (no baseline): the object `loopbench check --json` prints."""
     seed = new_seed() if seed is None else seed
-    task = setting.task
-    params, batches = data.init_params(task, seed), data.make_batches(setting.corpus, task, seed)
-    run = run_once(sub, setting, params, batches, progress, sub.name)
+    done = (executor or LocalExecutor()).verify(sub, setting, seed, progress)
+    run = done.submissions[0]
     return {
         "submission": sub.name,
         "workload": setting.workload.name,
@@ -93,10 +192,11 @@ def check(sub: Submission, setting: Setting, seed: int | None = None, progress: 
         "speedup": None,
         "speedup_ci": None,
         "x_human": None,
-        "ceiling_fraction": _ceiling(setting, run.seconds) if run.accepted else None,
+        "ceiling_fraction": _ceiling(replace(setting, machine=done.machine), run.seconds) if run.accepted else None,
         "trials": [{"seed": seed, "baseline_seconds": None, "submission_seconds": run.seconds,
                     "submission_cpu_seconds": run.cpu_seconds, "setup_seconds": run.setup_seconds,
-                    "peak_memory_mib": run.peak_memory_mib, "eval_loss": run.eval_loss}],
+                    "peak_memory_mib": run.peak_memory_mib, "eval_loss": run.eval_loss,
+                    "node": done.node, "retries": done.retries}],
         "isolation": run.isolation,
     }
 
@@ -116,50 +216,44 @@ def _info(sub: Submission) -> records.SubmissionInfo:
 
 
 def score(subs: list[Submission], setting: Setting, trials: int, results_dir: str | Path | None,
-          progress: bool = True) -> list[tuple[records.RunRecord, Path | None]]:
-    """Paired trials: in trial k the baseline and every submission run back to back on seed k.
+          progress: bool = True, executor: Executor | None = None) -> list[tuple[records.RunRecord, Path | None]]:
+    """Paired trials: in trial k the baseline and every submission run back to back on seed k, on one node.
 
-    The order within a trial alternates from one trial to the next, so that slow drift of the machine
-    favours neither side. Every run is audited; a submission is accepted only if every one of its runs is.
+    Every run is audited; a submission is accepted only if every one of its runs is. The records are written
+    here, by the caller of the trials, once every trial is in: never by whatever ran the trials.
     """
     baseline = reference_submission()
-    task = setting.task
-    per_sub: dict[int, list[records.TrialRecord]] = {i: [] for i in range(len(subs))}
-    outer = tqdm(total=trials * (len(subs) + 1), desc=f"score on {setting.workload.name}", unit="run", disable=not progress)
-    for k in range(trials):
-        seed = new_seed()
-        params, batches = data.init_params(task, seed), data.make_batches(setting.corpus, task, seed)
-        order = [None, *range(len(subs))]
-        if k % 2:
-            order.reverse()
-        runs: dict = {}
-        for who in order:
-            sub = baseline if who is None else subs[who]
-            runs[who] = run_once(sub, setting, params, batches, progress, f"trial {k + 1}/{trials} {sub.name}")
-            outer.update(1)
-        base = runs[None]
-        if not base.accepted:
-            from harness.errors import LoopbenchError
-
-            raise LoopbenchError(f"the baseline itself failed in trial {k + 1}: {base.reason} (is the budget too small?)")
-        for i in range(len(subs)):
-            per_sub[i].append(records.TrialRecord(index=k, seed=seed, baseline=base, submission=runs[i]))
-    outer.close()
+    seeds = [new_seed() for _ in range(trials)]
+    done = (executor or LocalExecutor()).timed_trials(subs, baseline, setting, seeds, progress)
+    machine, nodes = _machines(done)
+    timed_on = replace(setting, machine=machine)
     out = []
     for i, sub in enumerate(subs):
-        record = _record(sub, baseline, setting, per_sub[i])
+        trial_records = [records.TrialRecord(index=t.index, seed=t.seed, baseline=t.baseline, submission=t.submissions[i],
+                                             node=t.node, retries=t.retries) for t in done]
+        record = _record(sub, baseline, timed_on, trial_records, nodes)
         path = records.write_record(record, results_dir) if results_dir is not None else None
         out.append((record, path))
     return out
 
 
-def _record(sub: Submission, baseline: Submission, setting: Setting, trials: list[records.TrialRecord]) -> records.RunRecord:
+def _machines(done: list[TrialRuns]) -> tuple[dict, dict[str, dict]]:
+    """The machine of the node that timed the most trials (the earliest on a tie), and every node's machine
+    when more than one node timed trials."""
+    machines = {t.node: t.machine for t in done}
+    main = Counter(t.node for t in done).most_common(1)[0][0]
+    return machines[main], (machines if len(machines) > 1 else {})
+
+
+def _record(sub: Submission, baseline: Submission, setting: Setting, trials: list[records.TrialRecord],
+            nodes: dict[str, dict]) -> records.RunRecord:
     rejected = next((t for t in trials if not t.submission.accepted), None)
     base_times = [t.baseline.seconds for t in trials]
     sub_times = [t.submission.seconds for t in trials]
+    timed_on = [t.node for t in trials]
     rec = records.RunRecord(
         created=records.utc_now(), submission=_info(sub), baseline=_info(baseline),
-        workload=setting.workload.model_dump(), budget=setting.budget.model_dump(), machine=setting.machine,
+        workload=setting.workload.model_dump(), budget=setting.budget.model_dump(), machine=setting.machine, nodes=nodes,
         versions=versions(), corpus={"name": setting.corpus.name, "sha256": setting.corpus.sha256},
         tolerances={"distance": audit.DISTANCE_TOL, "tensor_distance": audit.TENSOR_TOL, "loss": audit.LOSS_TOL},
         flops=setting.flops, floor_seconds=setting.floor_seconds, trials=trials,
@@ -168,8 +262,8 @@ def _record(sub: Submission, baseline: Submission, setting: Setting, trials: lis
         baseline_median_seconds=stats.median(base_times),
     )
     if rejected is None:
-        s = stats.speedup(base_times, sub_times)
-        lo, hi = stats.speedup_interval(base_times, sub_times)
+        s = stats.speedup(base_times, sub_times, timed_on)
+        lo, hi = stats.speedup_interval(base_times, sub_times, timed_on)
         med = stats.median(sub_times)
         rec.speedup, rec.speedup_ci, rec.x_human = s, [lo, hi], stats.x_human(s)
         rec.submission_median_seconds = med
@@ -195,7 +289,8 @@ def score_summary(record: records.RunRecord, path: Path | None) -> dict:
         "trials": [
             {"seed": t.seed, "baseline_seconds": t.baseline.seconds, "submission_seconds": t.submission.seconds,
              "submission_cpu_seconds": t.submission.cpu_seconds, "submission_peak_memory_mib": t.submission.peak_memory_mib,
-             "verdict": "accepted" if t.submission.accepted else "rejected", "reason": t.submission.reason}
+             "verdict": "accepted" if t.submission.accepted else "rejected", "reason": t.submission.reason,
+             "node": t.node, "retries": t.retries}
             for t in record.trials
         ],
         "record": str(path) if path else None,

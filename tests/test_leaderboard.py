@@ -227,3 +227,19 @@ def test_report_errors_are_one_line(scored_results, tmp_path):
     one_line_error(invoke("report", tmp_path / "foreign.json"), "is not a loopbench record")
     [(path, _), *_] = records.load_records(scored_results)
     one_line_error(invoke("report", path, "--out", tmp_path), "is a folder")
+
+
+def test_a_run_page_names_the_node_of_each_trial_and_its_lost_attempts(tmp_path):
+    rec = make_record()
+    first = rec.trials[0].model_copy(update={"node": "node-a/0123456789ab"})
+    second = rec.trials[0].model_copy(update={"index": 1, "seed": 2, "node": "node-b/ba9876543210",
+                                              "retries": ["attempt 1 lost on node-c/000000000000: NodeDiedError"]})
+    rec = rec.model_copy(update={"trials": [first, second], "nodes": {
+        "node-a/0123456789ab": {"cpu_model": "CPU A", "hostname": "node-a", "gemm_gflops": 100.0},
+        "node-b/ba9876543210": {"cpu_model": "CPU B", "hostname": "node-b", "gemm_gflops": 50.0}}})
+    path = records.write_record(rec, tmp_path)
+    assert invoke("report", path, "--out", tmp_path / "page.html").exit_code == 0
+    page = (tmp_path / "page.html").read_text()
+    assert "timed on" in page and "node-a/0123456789ab" in page and "node-b/ba9876543210" in page
+    assert "after 1 lost attempt: attempt 1 lost on node-c/000000000000" in page
+    assert "CPU B on node-b, 50.0 GFLOP/s" in page and "paired within its node" in page

@@ -82,3 +82,15 @@ def test_kill_9_while_writing_never_leaves_a_partial_record(tmp_path):
     assert len(files) >= 5, "the writer never finished a record; the test proves nothing"
     for path in files:
         records.RunRecord.model_validate_json(path.read_bytes())  # each whole, none partial
+
+
+def test_a_record_from_before_nodes_were_named_still_loads(tmp_path):
+    old = make_record().model_dump(mode="json")
+    del old["nodes"]
+    for trial in old["trials"]:
+        del trial["node"], trial["retries"]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "old.json").write_text(json.dumps(old))
+    [(_, loaded)] = records.load_records(tmp_path)
+    assert loaded.trials[0].node is None and loaded.trials[0].retries == [] and loaded.nodes == {}

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from harness import records
 from harness.cli import app
-from harness.score import check
+from harness.score import check, local_node
 from harness.submission import load_submission, reference_submission
 
 runner = CliRunner()
@@ -54,6 +54,9 @@ def test_score_writes_one_record_per_submission(tmp_path):
     assert record.machine["gemm_gflops"] > 0 and record.corpus["sha256"] and record.versions["torch"]
     assert record.submission.file_hashes["train.py"]
     assert all(t.submission.isolation.get("cpus") for t in record.trials)
+    # one machine timed every trial: each names it, and the record's machine is that one
+    assert {t.node for t in record.trials} == {local_node()} == {t["node"] for t in summary["trials"]}
+    assert record.nodes == {} and all(t.retries == [] for t in record.trials)
 
 
 def test_score_exits_1_when_a_submission_is_rejected(tmp_path):
