@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from harness import data  # noqa: E402
 from harness.machine import budget_cpus, thread_env  # noqa: E402
 from harness.spec import load_workload  # noqa: E402
-from harness.submission import load_submission  # noqa: E402
+from harness.submission import import_entry, load_submission  # noqa: E402
 
 
 class NullLog:
@@ -35,18 +35,6 @@ class NullLog:
 
     def checkpoint(self, s, params, m, v):
         pass
-
-
-def load_entry(folder: Path):
-    import importlib.util
-
-    sub = load_submission(folder)
-    sys.path.insert(0, str(sub.path))
-    spec = importlib.util.spec_from_file_location("submission_entry", sub.path / sub.entry_file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["submission_entry"] = module
-    spec.loader.exec_module(module)
-    return sub, module, getattr(module, sub.entry_function)
 
 
 def main() -> None:
@@ -69,7 +57,9 @@ def main() -> None:
     task = wl.task()
     corpus = data.load_corpus(None)
     batches, params = data.make_batches(corpus, task, 1), data.init_params(task, 1)
-    sub, module, train = load_entry(args.submission)
+    sub = load_submission(args.submission)
+    module = import_entry(sub.path, sub.entry_file)
+    train = getattr(module, sub.entry_function)
     if callable(getattr(module, "prepare", None)):
         module.prepare(task)
     if args.warm:

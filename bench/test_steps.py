@@ -9,7 +9,6 @@ parameters and first batch. A step here includes one checkpoint copy, which a re
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import sys
@@ -24,7 +23,7 @@ from harness.local import MemoryLog
 from harness.machine import budget_cpus
 from harness.scaffold import find_submissions
 from harness.spec import load_workload, workload_names
-from harness.submission import REFERENCE_DIR, load_submission
+from harness.submission import REFERENCE_DIR, import_entry, load_submission
 
 PROJECT = Path(__file__).resolve().parents[1]
 FOLDERS = [REFERENCE_DIR, *find_submissions(PROJECT / "submissions")]
@@ -36,11 +35,7 @@ def submission(folder):
     """The submission at `folder` with its entry module loaded in this process, as the worker loads it; undone after."""
     sub = load_submission(folder)
     before = set(sys.modules)
-    sys.path.insert(0, str(sub.path))
-    spec = importlib.util.spec_from_file_location("submission_entry", sub.path / sub.entry_file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["submission_entry"] = module
-    spec.loader.exec_module(module)
+    module = import_entry(sub.path, sub.entry_file)
     yield sub, module
     if str(sub.path) in sys.path:
         sys.path.remove(str(sub.path))

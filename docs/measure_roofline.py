@@ -14,7 +14,6 @@ Run it on an idle machine: anything else on the cores distorts every figure.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -29,7 +28,9 @@ from harness import data  # noqa: E402
 from harness.flops import step_flops  # noqa: E402
 from harness.machine import budget_cpus, measure_gemm_gflops, thread_env  # noqa: E402
 from harness.spec import load_workload, n_params  # noqa: E402
+from harness.submission import import_entry  # noqa: E402
 
+CHAMPION = ROOT / "submissions" / "champion"
 PHASES = ("forward", "backward", "wait", "sum", "optimiser", "log")
 
 
@@ -43,13 +44,6 @@ class CopyLog:
         for group in (params, m, v):
             for value in group.values():
                 value.detach().numpy().copy()
-
-
-def load_champion():
-    spec = importlib.util.spec_from_file_location("champion", ROOT / "submissions" / "champion" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def phase_seconds(marks: list[tuple[str, float]]) -> dict[str, float]:
@@ -87,7 +81,7 @@ def measure(workload: str, runs: int, ceiling: float) -> dict:
     import torch
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))  # as the worker does; an earlier run may have changed it
-    champion = load_champion()
+    champion = import_entry(CHAMPION, "train.py")
     champion.prepare(task)
     trainer = champion._trainer[task]
     walls, splits = [], []

@@ -1,9 +1,13 @@
-"""Loading a submission folder: its manifest (submission.toml) and its entry point, validated, never imported."""
+"""Loading a submission folder: its manifest (submission.toml) and its entry point, validated; and importing its
+entry module the one way the worker and the in-process tools share."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.util
+import os
+import sys
 import re
 import tomllib
 from dataclasses import dataclass
@@ -99,3 +103,15 @@ def load_submission(folder: str | Path) -> Submission:
 def reference_submission() -> Submission:
     """The naive reference, loaded like any other submission."""
     return load_submission(REFERENCE_DIR)
+
+
+def import_entry(folder: str | Path, entry_file: str):
+    """Import a submission's entry module as `submission_entry`, with its folder first on sys.path (so it can
+    import its own helper modules). The worker runs a trial's submission this way; in-process tools do the same."""
+    folder = str(folder)
+    sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location("submission_entry", os.path.join(folder, entry_file))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["submission_entry"] = module
+    spec.loader.exec_module(module)
+    return module

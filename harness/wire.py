@@ -33,7 +33,8 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
-def read_exact(fd: int, n: int) -> bytes:
+def read_exact(fd: int, n: int) -> bytearray:
+    """Exactly n bytes from fd, read straight into one buffer (a checkpoint's payload is megabytes)."""
     buf = bytearray(n)
     view, got = memoryview(buf), 0
     while got < n:
@@ -41,7 +42,7 @@ def read_exact(fd: int, n: int) -> bytes:
         if not k:
             raise EOFError
         got += k
-    return bytes(buf) if n < 4096 else buf
+    return buf
 
 
 def read_header(fd: int) -> dict:

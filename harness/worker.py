@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import importlib.util
 import os
 import signal
 import sys
@@ -171,15 +170,6 @@ def _materialise(value):
     return np.array(array, copy=True)
 
 
-def _import_entry(folder: str, entry_file: str):
-    sys.path.insert(0, folder)
-    spec = importlib.util.spec_from_file_location("submission_entry", os.path.join(folder, entry_file))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["submission_entry"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ctl", type=int, required=True)
@@ -202,12 +192,13 @@ def main() -> None:
     torch.set_num_threads(len(cpus))
 
     from harness.spec import Task
+    from harness.submission import import_entry
 
     order = wire.read_header(args.ctl)
     task = Task.model_validate(order["task"])
     phase = "import"
     try:
-        module = _import_entry(order["folder"], order["entry_file"])
+        module = import_entry(order["folder"], order["entry_file"])
         train = getattr(module, order["entry_function"], None)
         if not callable(train):
             protocol.fail("import", f"{order['entry_file']} has no function {order['entry_function']}")
