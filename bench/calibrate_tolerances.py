@@ -3,7 +3,7 @@
 Each variant is a training run computed here (in torch, like a submission would), then audited exactly as
 the harness audits a trial. For every variant the table shows the largest group distance, the largest
 single-tensor distance and the largest loss deviation over all segments, so that the margins of the
-tolerances (harness.audit) can be read off on both sides.
+tolerances (harness.judge.tolerances) can be read off on both sides.
 
     python bench/calibrate_tolerances.py                     # every workload, 3 seeds
     python bench/calibrate_tolerances.py --workloads tiny --seeds 0 1
@@ -20,9 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness import audit, data
-from harness.local import MemoryLog
-from harness.spec import Task, load_workload, workload_names
+from harness.contract.log import MemoryLog
+from harness.contract.spec import Task, load_workload, workload_names
+from harness.judge import audit
+from harness.judge.tolerances import DISTANCE_TOL, LOSS_TOL, TENSOR_TOL
+from harness.scoring import data
 
 HONEST = ("reference", "float32", "float32-permuted", "float64-permuted")
 DISHONEST = ("lr+2%", "no-weight-decay", "skip-one-step", "half-batch", "stale-v", "fabricated-losses", "bf16-matmul")
@@ -47,7 +49,9 @@ def train_variant(task: Task, params: dict, batches: np.ndarray, variant: str, l
             tokens = tokens[: len(tokens) // 2]
         x, y = tokens[:, :-1], tokens[:, 1:]
         B, T = x.shape
-        mm = (lambda a, b: (a.bfloat16() @ b.bfloat16()).to(dtype)) if variant == "bf16-matmul" else (lambda a, b: a @ b)
+        mm = (
+            (lambda a, b: (a.bfloat16() @ b.bfloat16()).to(dtype)) if variant == "bf16-matmul" else (lambda a, b: a @ b)
+        )
         h = p["wte"][x] + p["wpe"][:T]
         for i in range(task.n_layer):
             a = F.layer_norm(h, (C,), p[f"h{i}.ln1.g"], p[f"h{i}.ln1.b"], 1e-5)
@@ -55,7 +59,10 @@ def train_variant(task: Task, params: dict, batches: np.ndarray, variant: str, l
             q, k_, v_ = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k_, v_))
             o = F.scaled_dot_product_attention(q, k_, v_, is_causal=True).transpose(1, 2).reshape(B, T, C)
             h = h + mm(o, p[f"h{i}.proj.w"]) + p[f"h{i}.proj.b"]
-            u = F.gelu(mm(F.layer_norm(h, (C,), p[f"h{i}.ln2.g"], p[f"h{i}.ln2.b"], 1e-5), p[f"h{i}.fc.w"]) + p[f"h{i}.fc.b"], approximate="tanh")
+            u = F.gelu(
+                mm(F.layer_norm(h, (C,), p[f"h{i}.ln2.g"], p[f"h{i}.ln2.b"], 1e-5), p[f"h{i}.fc.w"]) + p[f"h{i}.fc.b"],
+                approximate="tanh",
+            )
             h = h + mm(u, p[f"h{i}.fcproj.w"]) + p[f"h{i}.fcproj.b"]
         logits = mm(F.layer_norm(h, (C,), p["lnf.g"], p["lnf.b"], 1e-5), p["wte"].T)
         loss = F.cross_entropy(logits.reshape(B * T, -1), y.reshape(-1))
@@ -66,7 +73,11 @@ def train_variant(task: Task, params: dict, batches: np.ndarray, variant: str, l
         if not skip:
             t = s + 1
             W, S = task.warmup_steps, task.steps
-            lr = task.lr * t / W if t <= W else task.lr_min + (task.lr - task.lr_min) * 0.5 * (1 + math.cos(math.pi * (t - W) / (S - W)))
+            lr = (
+                task.lr * t / W
+                if t <= W
+                else task.lr_min + (task.lr - task.lr_min) * 0.5 * (1 + math.cos(math.pi * (t - W) / (S - W)))
+            )
             lr *= lr_scale
             with torch.no_grad():
                 norm = math.sqrt(sum(float((q_.grad.double() ** 2).sum()) for q_ in p.values()))
@@ -99,13 +110,18 @@ def measure(workload: str, seed: int, variant: str) -> dict:
         train(task, params, batches, log)
     else:
         train_variant(task, params, batches, variant, log)
-    checkpoints = [(s, {"params": p, "m": m, "v": v}) for s, p, m, v in log.checkpoints]
-    verdict = audit.audit_run(task, params, batches, log.losses, checkpoints)
+    verdict = audit.audit_run(task, params, batches, log.losses, log.checkpoints)
     segs = verdict.segments
     return {
-        "workload": workload, "seed": seed, "variant": variant, "honest": variant in HONEST,
-        "distance": max(s.distance for s in segs), "tensor_distance": max(s.tensor_distance for s in segs),
-        "loss_deviation": max(s.loss_deviation for s in segs), "accepted": verdict.accepted, "reason": verdict.reason,
+        "workload": workload,
+        "seed": seed,
+        "variant": variant,
+        "honest": variant in HONEST,
+        "distance": max(s.distance for s in segs),
+        "tensor_distance": max(s.tensor_distance for s in segs),
+        "loss_deviation": max(s.loss_deviation for s in segs),
+        "accepted": verdict.accepted,
+        "reason": verdict.reason,
     }
 
 
@@ -119,7 +135,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     rows = []
-    print(f"{'workload':<9} {'seed':>4} {'variant':<18} {'group dist':>10} {'tensor dist':>11} {'loss dev':>9}  verdict")
+    print(
+        f"{'workload':<9} {'seed':>4} {'variant':<18} {'group dist':>10} {'tensor dist':>11} {'loss dev':>9}  verdict"
+    )
     for wl in args.workloads:
         for seed in args.seeds:
             for variant in args.variants:
@@ -129,15 +147,21 @@ def main() -> None:
                 row = measure(wl, seed, variant)
                 row["seconds"] = time.perf_counter() - start
                 rows.append(row)
-                print(f"{wl:<9} {seed:>4} {variant:<18} {row['distance']:>10.2e} {row['tensor_distance']:>11.2e} "
-                      f"{row['loss_deviation']:>9.2e}  {'accepted' if row['accepted'] else 'rejected: ' + row['reason'][:60]}", flush=True)
+                print(
+                    f"{wl:<9} {seed:>4} {variant:<18} {row['distance']:>10.2e} {row['tensor_distance']:>11.2e} "
+                    f"{row['loss_deviation']:>9.2e}  "
+                    f"{'accepted' if row['accepted'] else 'rejected: ' + row['reason'][:60]}",
+                    flush=True,
+                )
     print()
     print("summary (worst honest, least dishonest) per workload, relative to the tolerances")
-    tol = {"distance": audit.DISTANCE_TOL, "tensor_distance": audit.TENSOR_TOL, "loss_deviation": audit.LOSS_TOL}
+    tol = {"distance": DISTANCE_TOL, "tensor_distance": TENSOR_TOL, "loss_deviation": LOSS_TOL}
     for wl in args.workloads:
         honest = [r for r in rows if r["workload"] == wl and r["honest"]]
         worst = {key: max(r[key] / t for r in honest) for key, t in tol.items()}
-        print(f"  {wl}: honest runs reach at most " + ", ".join(f"{k} {v:.2g} of its tolerance" for k, v in worst.items()))
+        print(
+            f"  {wl}: honest runs reach at most " + ", ".join(f"{k} {v:.2g} of its tolerance" for k, v in worst.items())
+        )
         for variant in DISHONEST:
             mine = [r for r in rows if r["workload"] == wl and r["variant"] == variant]
             if mine:
@@ -153,8 +177,10 @@ def main() -> None:
 
 def markdown(rows: list[dict], workloads: list[str], tol: dict) -> str:
     """Per workload and variant: the worst value over seeds of each measure, and the margin to its tolerance."""
-    out = ["| workload | variant | seeds | group distance | tensor distance | loss deviation | margin |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+    out = [
+        "| workload | variant | seeds | group distance | tensor distance | loss deviation | margin |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for wl in workloads:
         for variant in [*HONEST, *DISHONEST]:
             mine = [r for r in rows if r["workload"] == wl and r["variant"] == variant]
@@ -169,8 +195,10 @@ def markdown(rows: list[dict], workloads: list[str], tol: dict) -> str:
             else:  # how far over some tolerance the least detectable dishonest run goes
                 margin = min(max(r[key] / t for key, t in tol.items()) for r in mine)
                 label = f"{margin:,.1f}x over"
-            out.append(f"| {wl} | {variant}{'' if honest else ' (dishonest)'} | {len(mine)} | {worst['distance']:.2e} | "
-                       f"{worst['tensor_distance']:.2e} | {worst['loss_deviation']:.2e} | {label} |")
+            out.append(
+                f"| {wl} | {variant}{'' if honest else ' (dishonest)'} | {len(mine)} | {worst['distance']:.2e} | "
+                f"{worst['tensor_distance']:.2e} | {worst['loss_deviation']:.2e} | {label} |"
+            )
     return "\n".join(out) + "\n"
 
 

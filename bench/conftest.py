@@ -2,8 +2,8 @@
 
 import os
 
-from harness.machine import thread_env
-from harness.spec import load_workload, workload_names
+from harness.contract.cores import thread_env
+from harness.contract.spec import load_workload, workload_names
 
 BUDGET_CORES = max(load_workload(name).budget.cores for name in workload_names())
 """BLAS and OpenMP size their thread pools once, when loaded; every workload's budget has 2 cores today."""

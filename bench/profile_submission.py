@@ -23,18 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import data  # noqa: E402
-from harness.machine import budget_cpus, thread_env  # noqa: E402
-from harness.spec import load_workload  # noqa: E402
-from harness.submission import import_entry, load_submission  # noqa: E402
-
-
-class NullLog:
-    def step(self, s, loss):
-        float(loss)
-
-    def checkpoint(self, s, params, m, v):
-        pass
+from harness.contract.cores import budget_cpus, thread_env
+from harness.contract.log import discarding_log
+from harness.contract.spec import load_workload
+from harness.contract.submission import load_submission
+from harness.sandbox.loader import import_entry
+from harness.scoring import data
 
 
 def main() -> None:
@@ -43,7 +37,12 @@ def main() -> None:
     parser.add_argument("--workload", default="standard")
     parser.add_argument("--profiler", choices=("cprofile", "torch"), default="cprofile")
     parser.add_argument("--top", type=int, default=12)
-    parser.add_argument("--sort", choices=("tottime", "cumtime"), default="tottime", help="cProfile's order: own time, or time including callees.")
+    parser.add_argument(
+        "--sort",
+        choices=("tottime", "cumtime"),
+        default="tottime",
+        help="cProfile's order: own time, or time including callees.",
+    )
     parser.add_argument("--warm", action="store_true", help="Run once untimed first.")
     args = parser.parse_args()
 
@@ -63,13 +62,13 @@ def main() -> None:
     if callable(getattr(module, "prepare", None)):
         module.prepare(task)
     if args.warm:
-        train(task, params, batches, NullLog())
+        train(task, params, batches, discarding_log())
 
     start = time.perf_counter()
     if args.profiler == "cprofile":
         prof = cProfile.Profile()
         prof.enable()
-        train(task, params, batches, NullLog())
+        train(task, params, batches, discarding_log())
         prof.disable()
         seconds = time.perf_counter() - start
         out = io.StringIO()
@@ -79,7 +78,7 @@ def main() -> None:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            train(task, params, batches, NullLog())
+            train(task, params, batches, discarding_log())
         seconds = time.perf_counter() - start
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top)
     print(f"{sub.name} on {wl.name}: one run in {seconds:.3f} s under {args.profiler} ({wl.budget.cores} cores)")

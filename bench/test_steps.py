@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import data
-from harness.flops import run_flops
-from harness.local import MemoryLog
-from harness.machine import budget_cpus
-from harness.scaffold import find_submissions
-from harness.spec import load_workload, workload_names
-from harness.submission import REFERENCE_DIR, import_entry, load_submission
+from harness.contract.cores import budget_cpus
+from harness.contract.log import MemoryLog
+from harness.contract.spec import load_workload, workload_names
+from harness.contract.submission import REFERENCE_DIR, load_submission
+from harness.dev.scaffold import find_submissions
+from harness.sandbox.loader import import_entry
+from harness.scoring import data
+from harness.scoring.flops import run_flops
 
 PROJECT = Path(__file__).resolve().parents[1]
 FOLDERS = [REFERENCE_DIR, *find_submissions(PROJECT / "submissions")]

@@ -18,7 +18,7 @@ import argparse
 import ast
 import importlib.util
 import inspect
-import math  # noqa: F401  (the fixed functions below are spliced as text; np and math are the copy's)
+import math
 import os
 import platform
 import statistics
@@ -34,6 +34,7 @@ REFERENCE = ROOT / "reference_loop" / "train.py"
 # Each is spliced into a copy of the reference in place of the function of the same name. They keep the
 # dtype of their inputs, so the same code serves the float64 single-item variants and the float32 whole.
 # (np, math, LN_EPS and GELU_C are the copy's own globals.)
+
 
 def attention_forward(qkv, n_head):  # item "attention"
     B, T, C3 = qkv.shape
@@ -91,7 +92,7 @@ def layernorm_backward(dout, cache, g):  # item "layernorm"
 
 
 def cross_entropy_forward(logits, targets):  # item "cross_entropy"
-    B, T, V = logits.shape
+    B, T, _ = logits.shape
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probs = e / e.sum(axis=-1, keepdims=True)
     picked = probs[np.arange(B)[:, None], np.arange(T)[None, :], targets]  # (B, T)
@@ -99,7 +100,7 @@ def cross_entropy_forward(logits, targets):  # item "cross_entropy"
 
 
 def cross_entropy_backward(probs, targets):  # item "cross_entropy"
-    B, T, V = probs.shape
+    B, T, _ = probs.shape
     dlogits = probs.copy()
     dlogits[np.arange(B)[:, None], np.arange(T)[None, :], targets] -= 1.0
     dlogits *= 1.0 / (B * T)
@@ -183,8 +184,7 @@ ITEMS: dict[str, dict] = {
                 "        for t in range(T):\n"
                 '            grads["wte"][x[bi, t]] += dh[bi, t]\n'
                 '            grads["wpe"][t] += dh[bi, t]\n',
-                '    np.add.at(grads["wte"], x, dh)\n'
-                '    grads["wpe"][:T] += dh.sum(axis=0)\n',
+                '    np.add.at(grads["wte"], x, dh)\n    grads["wpe"][:T] += dh.sum(axis=0)\n',
             ),
         ],
         funcs=[],
@@ -209,8 +209,7 @@ ITEMS: dict[str, dict] = {
             (
                 "        loss = compute_loss(params, x, y, task)  # the loss of this step, for the log\n"
                 "        grads = compute_gradients(params, x, y, task)\n",
-                "        loss, cache = forward(params, x, y, task)\n"
-                "        grads = backward(params, cache, task)\n",
+                "        loss, cache = forward(params, x, y, task)\n        grads = backward(params, cache, task)\n",
             ),
         ],
         funcs=[],
@@ -219,10 +218,14 @@ ITEMS: dict[str, dict] = {
         title="GELU: x**3 by the general power, tanh recomputed in backward",
         subs=[
             ("u = gelu_forward(fc)", "u, th = gelu_forward(fc)"),
-            ("caches.append((ln1, ln1_cache, qkv, att_out, att, ln2, ln2_cache, fc, u))",
-             "caches.append((ln1, ln1_cache, qkv, att_out, att, ln2, ln2_cache, fc, u, th))"),
-            ("ln1, ln1_cache, qkv, att_out, att, ln2, ln2_cache, fc, u = caches[i]",
-             "ln1, ln1_cache, qkv, att_out, att, ln2, ln2_cache, fc, u, th = caches[i]"),
+            (
+                "caches.append((ln1, ln1_cache, qkv, att_out, att, ln2, ln2_cache, fc, u))",
+                "caches.append((ln1, ln1_cache, qkv, att_out, att, ln2, ln2_cache, fc, u, th))",
+            ),
+            (
+                "ln1, ln1_cache, qkv, att_out, att, ln2, ln2_cache, fc, u = caches[i]",
+                "ln1, ln1_cache, qkv, att_out, att, ln2, ln2_cache, fc, u, th = caches[i]",
+            ),
             ("dfc = gelu_backward(du, fc)", "dfc = gelu_backward(du, fc, th)"),
         ],
         funcs=[gelu_forward, gelu_backward],
@@ -230,14 +233,16 @@ ITEMS: dict[str, dict] = {
     "small": dict(
         title="3-D matmuls, AdamW temporaries (group)",
         subs=[
-            ("    return x @ w + b\n",
-             "    return (x.reshape(-1, x.shape[-1]) @ w + b).reshape(x.shape[:-1] + (w.shape[1],))\n"),
-            ("    dx = dout @ w.T\n",
-             "    dx = (dout.reshape(-1, dout.shape[-1]) @ w.T).reshape(dout.shape[:-1] + (w.shape[0],))\n"),
-            ('logits = lnf @ params["wte"].T',
-             'logits = (lnf.reshape(B * T, -1) @ params["wte"].T).reshape(B, T, -1)'),
-            ('dlnf = dlogits @ params["wte"]',
-             'dlnf = (dlogits.reshape(B * T, -1) @ params["wte"]).reshape(B, T, -1)'),
+            (
+                "    return x @ w + b\n",
+                "    return (x.reshape(-1, x.shape[-1]) @ w + b).reshape(x.shape[:-1] + (w.shape[1],))\n",
+            ),
+            (
+                "    dx = dout @ w.T\n",
+                "    dx = (dout.reshape(-1, dout.shape[-1]) @ w.T).reshape(dout.shape[:-1] + (w.shape[0],))\n",
+            ),
+            ('logits = lnf @ params["wte"].T', 'logits = (lnf.reshape(B * T, -1) @ params["wte"].T).reshape(B, T, -1)'),
+            ('dlnf = dlogits @ params["wte"]', 'dlnf = (dlogits.reshape(B * T, -1) @ params["wte"]).reshape(B, T, -1)'),
         ],
         funcs=[adamw_update],
     ),
@@ -247,9 +252,7 @@ ALL = "all_float32"  # every item at once: the whole vectorised float32 NumPy lo
 
 def _replace_function(source: str, fn) -> str:
     tree = ast.parse(source)
-    node = next(
-        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == fn.__name__), None
-    )
+    node = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == fn.__name__), None)
     if node is None:
         raise SystemExit(f"no function {fn.__name__} in the reference")
     lines = source.splitlines(keepends=True)
@@ -267,7 +270,7 @@ def variant_source(keys: list[str]) -> str:
     for key in keys:
         for fn in ITEMS[key]["funcs"]:
             source = _replace_function(source, fn)
-    header = f'# A copy of reference_loop/train.py with these items fixed: {", ".join(keys)}\n'
+    header = f"# A copy of reference_loop/train.py with these items fixed: {', '.join(keys)}\n"
     return header + source
 
 
@@ -279,21 +282,6 @@ def load_module(name: str, path: Path):
 
 
 # ================================================================ running and timing
-
-class NullLog:
-    def step(self, s, loss):
-        pass
-
-    def checkpoint(self, s, params, m, v):
-        pass
-
-
-class LossLog(NullLog):
-    def __init__(self):
-        self.losses = []
-
-    def step(self, s, loss):
-        self.losses.append(float(loss))
 
 
 def main() -> None:
@@ -314,8 +302,9 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import numpy as np
 
-    from harness import data
-    from harness.spec import load_workload
+    from harness.contract.log import MemoryLog, discarding_log
+    from harness.contract.spec import load_workload
+    from harness.scoring import data
 
     task = load_workload(args.workload).task()
     corpus = data.load_corpus()
@@ -339,14 +328,14 @@ def main() -> None:
         return time.perf_counter() - w0, time.process_time() - c0
 
     # ---- equivalence: the first steps' losses agree with the reference's
-    ref_log = LossLog()
+    ref_log = MemoryLog()
     run(reference, args.check_steps, ref_log)
-    print(f"reference losses, first {args.check_steps} steps: {ref_log.losses}")
+    print(f"reference losses, first {args.check_steps} steps: {[loss for _, loss in ref_log.losses]}")
     for key, module in variants.items():
-        log = LossLog()
+        log = MemoryLog()
         run(module, args.check_steps, log)
         tol = 1e-4 if key == ALL else ITEMS[key].get("tol", 1e-9)
-        worst = max(abs(a - b) for a, b in zip(log.losses, ref_log.losses))
+        worst = max(abs(a - b) for (_, a), (_, b) in zip(log.losses, ref_log.losses, strict=False))
         ok = len(log.losses) == len(ref_log.losses) and worst <= tol
         print(f"  {key:14s} max |loss - reference| = {worst:.2e} (tolerance {tol:g}) {'ok' if ok else 'FAILED'}")
         if not ok:
@@ -366,29 +355,36 @@ def main() -> None:
     for r in range(args.pairs):
         for key, module in variants.items():
             if r % 2 == 0:
-                ref = run(reference, args.steps, NullLog())
-                var = run(module, args.steps, NullLog())
+                ref = run(reference, args.steps, discarding_log())
+                var = run(module, args.steps, discarding_log())
             else:
-                var = run(module, args.steps, NullLog())
-                ref = run(reference, args.steps, NullLog())
+                var = run(module, args.steps, discarding_log())
+                ref = run(reference, args.steps, discarding_log())
             wall[key].append(ref[0] / var[0])
             cpu[key].append(ref[1] / var[1])
             per_step[key].append(var[1] / args.steps)
             ref_per_step.append(ref[1] / args.steps)
-            print(f"  round {r + 1} {key:14s} reference {ref[0]:7.3f}s wall {ref[1]:7.3f}s cpu   "
-                  f"variant {var[0]:7.3f}s wall {var[1]:7.3f}s cpu   ratio {ref[0] / var[0]:6.2f} wall "
-                  f"{ref[1] / var[1]:6.2f} cpu", flush=True)
+            print(
+                f"  round {r + 1} {key:14s} reference {ref[0]:7.3f}s wall {ref[1]:7.3f}s cpu   "
+                f"variant {var[0]:7.3f}s wall {var[1]:7.3f}s cpu   ratio {ref[0] / var[0]:6.2f} wall "
+                f"{ref[1] / var[1]:6.2f} cpu",
+                flush=True,
+            )
 
     med = statistics.median
-    print(f"\n{args.workload}: {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} BLAS threads, "
-          f"NumPy {np.__version__}, {args.pairs} interleaved pairs of {args.steps}-step runs per item")
+    print(
+        f"\n{args.workload}: {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} BLAS threads, "
+        f"NumPy {np.__version__}, {args.pairs} interleaved pairs of {args.steps}-step runs per item"
+    )
     print(f"reference: median {med(ref_per_step):.3f} CPU s/step over {len(ref_per_step)} runs")
     print(f"\n{'item':14s} {'what':62s} {'cpu ratio (min-max)':>21s} {'wall ratio (min-max)':>22s} {'cpu s/step':>10s}")
     for key in variants:
         title = "every item fixed, float32 throughout" if key == ALL else ITEMS[key]["title"]
         c, w = cpu[key], wall[key]
-        print(f"{key:14s} {title:62s} {med(c):6.2f}x ({min(c):5.2f}-{max(c):5.2f}) "
-              f"{med(w):7.2f}x ({min(w):5.2f}-{max(w):5.2f}) {med(per_step[key]):10.3f}")
+        print(
+            f"{key:14s} {title:62s} {med(c):6.2f}x ({min(c):5.2f}-{max(c):5.2f}) "
+            f"{med(w):7.2f}x ({min(w):5.2f}-{max(w):5.2f}) {med(per_step[key]):10.3f}"
+        )
     over = [k for k in variants if k != ALL and max(med(cpu[k]), med(wall[k])) > 3.0]
     print("\nitems above 3x on their own:", ", ".join(over) if over else "none")
 

@@ -7,13 +7,14 @@ of seed 1. Each run is timed whole and split into phases from marks the champion
 `marks` attribute is a list (forward and backward of the main thread's half of the batch, waiting for the
 other half, summing the two gradient buffers, the optimiser, logging and checkpoint copies). Figures are
 medians over the runs. A torch.profiler table of one more run gives the heaviest kernels.
-The FLOPs per phase come from harness.flops.step_flops; the bytes are the compulsory traffic estimated below.
+The FLOPs per phase come from harness.scoring.flops.step_flops; the bytes are the compulsory traffic estimated below.
 Run it on an idle machine: anything else on the cores distorts every figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -24,32 +25,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import data  # noqa: E402
-from harness.flops import step_flops  # noqa: E402
-from harness.machine import budget_cpus, measure_gemm_gflops, thread_env  # noqa: E402
-from harness.spec import load_workload, n_params  # noqa: E402
-from harness.submission import import_entry  # noqa: E402
+from harness.contract.cores import budget_cpus, thread_env
+from harness.contract.log import discarding_log
+from harness.contract.spec import load_workload, n_params
+from harness.sandbox.loader import import_entry
+from harness.scoring import data
+from harness.scoring.flops import step_flops
+from harness.scoring.machine import measure_gemm_gflops
 
 CHAMPION = ROOT / "submissions" / "champion"
 PHASES = ("forward", "backward", "wait", "sum", "optimiser", "log")
 
 
-class CopyLog:
-    """Costs what the harness's log costs in the submission's process: checkpoints copied out at once."""
-
-    def step(self, s, loss):
-        float(loss)
-
-    def checkpoint(self, s, params, m, v):
-        for group in (params, m, v):
-            for value in group.values():
-                value.detach().numpy().copy()
-
-
 def phase_seconds(marks: list[tuple[str, float]]) -> dict[str, float]:
     """Seconds per phase over a run, from ('start', t0), ('forward', t1), ... marks."""
     totals = dict.fromkeys(PHASES, 0.0)
-    for (_, before), (phase, at) in zip(marks, marks[1:]):
+    for (_, before), (phase, at) in itertools.pairwise(marks):
         if phase != "start":
             totals[phase] += at - before
     return totals
@@ -88,7 +79,7 @@ def measure(workload: str, runs: int, ceiling: float) -> dict:
     for _ in range(runs):
         trainer.marks = []
         start = time.perf_counter()
-        champion.train(task, params, batches, CopyLog())
+        champion.train(task, params, batches, discarding_log())
         walls.append(time.perf_counter() - start)
         splits.append(phase_seconds(trainer.marks))
     trainer.marks = None
@@ -98,7 +89,8 @@ def measure(workload: str, runs: int, ceiling: float) -> dict:
     flops = step_flops(task)
     per_phase_flops = {
         "forward": task.steps * (flops["forward_matmul"] + flops["forward_attention"] + flops["forward_elementwise"]),
-        "backward": task.steps * (flops["backward_matmul"] + flops["backward_attention"] + flops["backward_elementwise"]),
+        "backward": task.steps
+        * (flops["backward_matmul"] + flops["backward_attention"] + flops["backward_elementwise"]),
         "optimiser": task.steps * flops["optimiser"],
     }
     per_phase_bytes = {k: task.steps * v for k, v in traffic_bytes(task).items()}
@@ -123,11 +115,16 @@ def top_kernels(champion, task, params, batches, rows: int = 12) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        champion.train(task, params, batches, CopyLog())
+        champion.train(task, params, batches, discarding_log())
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1.0
     return [
-        {"kernel": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total}
+        {
+            "kernel": e.key,
+            "calls": e.count,
+            "self_cpu_ms": e.self_cpu_time_total / 1e3,
+            "share": e.self_cpu_time_total / total,
+        }
         for e in events[:rows]
     ]
 
@@ -148,10 +145,20 @@ def markdown(result: dict) -> str:
         rate = fl / sec / 1e9 if fl and sec > 0 else None
         lines.append(
             f"| {phase} | {sec:.3f} | {100 * sec / r['wall_seconds']:.1f}% | "
-            + (f"{fl / 1e9:.2f}" if fl else "") + " | " + (f"{by / 1e9:.2f}" if by else "") + " | "
-            + (f"{rate:.1f}" if rate else "") + " | " + (f"{100 * rate / r['ceiling_gflops']:.1f}%" if rate else "") + " |"
+            + (f"{fl / 1e9:.2f}" if fl else "")
+            + " | "
+            + (f"{by / 1e9:.2f}" if by else "")
+            + " | "
+            + (f"{rate:.1f}" if rate else "")
+            + " | "
+            + (f"{100 * rate / r['ceiling_gflops']:.1f}%" if rate else "")
+            + " |"
         )
-    lines += ["", "| kernel (torch.profiler, self CPU of the main thread) | calls | ms | share |", "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "| kernel (torch.profiler, self CPU of the main thread) | calls | ms | share |",
+        "|---|---:|---:|---:|",
+    ]
     for k in r["top_kernels"]:
         lines.append(f"| `{k['kernel']}` | {k['calls']} | {k['self_cpu_ms']:.1f} | {100 * k['share']:.1f}% |")
     return "\n".join(lines)

@@ -31,18 +31,19 @@ import psutil
 import pytest
 import torch
 
-from harness.score import check
-from harness.submission import load_submission
+from harness.contract.submission import load_submission
+from harness.records.outputs import CheckOutput
+from harness.scoring.results import check
+from tests.helpers import ATTACKS, PROJECT
 
-ATTACKS = Path(__file__).parent / "attacks"
-PROJECT = Path(__file__).resolve().parents[2]
 AUDIT = ("loss", "end-state")
 """The audit's two checks: which one trips first when a run trains differently is not the point."""
 
 
 # ---------------------------------------------------------------- helpers
 
-def run(name: str, setting, seed: int = 1) -> dict:
+
+def run(name: str, setting, seed: int = 1) -> CheckOutput:
     return check(load_submission(ATTACKS / name), setting, seed=seed, progress=False)
 
 
@@ -50,16 +51,16 @@ def with_budget(setting, **changes):
     return replace(setting, budget=setting.budget.model_copy(update=changes))
 
 
-def seconds(result: dict) -> float | None:
-    return result["trials"][0]["submission_seconds"]
+def seconds(result: CheckOutput) -> float | None:
+    return result.trials[0].submission.seconds
 
 
-def assert_rejected(result: dict, checks: str | tuple[str, ...], *fragments: str) -> None:
+def assert_rejected(result: CheckOutput, checks: str | tuple[str, ...], *fragments: str) -> None:
     checks = (checks,) if isinstance(checks, str) else checks
-    assert result["verdict"] == "rejected", f"accepted: {result['reason']}"
-    assert result["check"] in checks, f"rejected by {result['check']!r}, not {' or '.join(checks)}: {result['reason']}"
+    assert result.verdict == "rejected", f"accepted: {result.reason}"
+    assert result.check in checks, f"rejected by {result.check!r}, not {' or '.join(checks)}: {result.reason}"
     for fragment in fragments:
-        assert fragment in result["reason"], f"{fragment!r} not in: {result['reason']}"
+        assert fragment in result.reason, f"{fragment!r} not in: {result.reason}"
 
 
 def _alive(p: psutil.Process) -> bool:
@@ -106,6 +107,7 @@ def shm_remove(key: int) -> None:
 
 # ---------------------------------------------------------------- crashes, hangs, memory
 
+
 def test_crash(tiny_setting):
     assert_rejected(run("crash", tiny_setting), "crash", "crashed during train", "ZeroDivisionError")
 
@@ -120,12 +122,13 @@ def test_hang(tiny_setting):
 
 def test_memory_bomb(tiny_setting):
     result = run("memory_bomb", with_budget(tiny_setting, memory_mib=1024))
-    assert result["trials"][0]["peak_memory_mib"] > 1024
+    assert result.trials[0].submission.peak_memory_mib > 1024
     # the kill ends the worker's stream too: the reason must still be the memory, never a "crash"
     assert_rejected(result, "memory", "memory budget exceeded")
 
 
 # ---------------------------------------------------------------- protocol: values, names, shapes, types
+
 
 def test_nan_loss(tiny_setting):
     assert_rejected(run("nan_loss", tiny_setting), "protocol", "loss of step 7 is not finite")
@@ -153,12 +156,15 @@ def test_lazy_checkpoint(tiny_setting):
 
 # ---------------------------------------------------------------- protocol: steps and checkpoints
 
+
 def test_missing_checkpoint(tiny_setting):
     assert_rejected(run("missing_checkpoint", tiny_setting), "protocol", "no checkpoint after step 9")
 
 
 def test_missing_final_checkpoint(tiny_setting):
-    assert_rejected(run("missing_final_checkpoint", tiny_setting), "protocol", "without a checkpoint after the last step 19")
+    assert_rejected(
+        run("missing_final_checkpoint", tiny_setting), "protocol", "without a checkpoint after the last step 19"
+    )
 
 
 def test_missing_step(tiny_setting):
@@ -175,6 +181,7 @@ def test_mutate_task(tiny_setting):
 
 
 # ---------------------------------------------------------------- training that is not the task's
+
 
 def test_fabricated_losses(tiny_setting):
     assert_rejected(run("fabricated_losses", tiny_setting), "loss", "segment 0")
@@ -218,6 +225,7 @@ def test_first_segment_only(tiny_setting):
 
 # ---------------------------------------------------------------- the clock
 
+
 def test_clock_patch(tiny_setting):
     result = run("clock_patch", tiny_setting)
     assert_rejected(result, "clock", "time.perf_counter")
@@ -235,11 +243,14 @@ def test_clock_patch_hidden(tiny_setting):
 
 # ---------------------------------------------------------------- processes and CPUs
 
+
 def _marked_processes(marker: str) -> list[int]:
     found = []
     for p in psutil.process_iter():
         try:
-            if _alive(p) and (marker in " ".join(p.cmdline()) or marker in p.environ().get("LOOPBENCH_ATTACK_MARKER", "")):
+            if _alive(p) and (
+                marker in " ".join(p.cmdline()) or marker in p.environ().get("LOOPBENCH_ATTACK_MARKER", "")
+            ):
                 found.append(p.pid)
         except psutil.Error:
             pass
@@ -268,13 +279,14 @@ def test_fork_and_return(tiny_setting):
 
 _CHECK_IN_A_CHILD = """
 import json, sys
-from harness import data
-from harness.score import Setting, check
-from harness.spec import load_workload
-from harness.submission import load_submission
+from harness.contract.spec import load_workload
+from harness.contract.submission import load_submission
+from harness.scoring import data
+from harness.scoring.results import check
+from harness.scoring.setting import Setting
 workload = load_workload("tiny")
 setting = Setting(workload, workload.budget, data.load_corpus(), json.loads(sys.argv[2]))
-print(json.dumps(check(load_submission(sys.argv[1]), setting, seed=51, progress=False)))
+print(check(load_submission(sys.argv[1]), setting, seed=51, progress=False).model_dump_json())
 """
 
 
@@ -282,17 +294,23 @@ def test_kill_parent(tiny_setting):
     # The check runs in a child process of its own, so that a successful attack kills that, not pytest.
     # A killed scorer cannot remove its trial folder (and the data in it): the test removes this attack's.
     try:
-        proc = subprocess.run([sys.executable, "-c", _CHECK_IN_A_CHILD, str(ATTACKS / "kill_parent"), json.dumps(tiny_setting.machine)],
-                              capture_output=True, text=True, timeout=300, cwd=PROJECT)
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHECK_IN_A_CHILD, str(ATTACKS / "kill_parent"), json.dumps(tiny_setting.machine)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=PROJECT,
+        )
     finally:
         for manifest in Path(tempfile.gettempdir()).glob("loopbench-trial-*/submission/submission.toml"):
             if 'name = "kill-parent"' in manifest.read_text(errors="replace"):
                 shutil.rmtree(manifest.parent.parent, ignore_errors=True)
     assert proc.returncode == 0, f"the scoring process died (exit status {proc.returncode})"
-    assert_rejected(json.loads(proc.stdout.splitlines()[-1]), "crash")
+    assert_rejected(CheckOutput.model_validate_json(proc.stdout.splitlines()[-1]), "crash")
 
 
 # ---------------------------------------------------------------- the pipe to the parent
+
 
 def test_forged_final_checkpoint(tiny_setting):
     assert_rejected(run("forged_final_checkpoint", tiny_setting), "protocol", "after the final checkpoint")
@@ -308,8 +326,9 @@ def test_malformed_header(tiny_setting):
 
 # ---------------------------------------------------------------- the parent's files and data
 
+
 def test_harness_tamper(tiny_setting):
-    protected = [PROJECT / "harness" / "audit.py", PROJECT / "reference_loop" / "train.py"]
+    protected = [PROJECT / "harness" / "judge" / "tolerances.py", PROJECT / "reference_loop" / "train.py"]
     before = {path: path.read_bytes() for path in protected}
     try:
         result = run("harness_tamper", tiny_setting)
@@ -326,7 +345,7 @@ def test_data_snoop(tiny_setting):
     # The probe raises if what it found before the clock was the trial's data. The data exist only
     # once the clock runs, so it finds nothing and trains honestly: nothing gained.
     result = run("data_snoop", tiny_setting, seed=41)  # a seed no other attack uses
-    assert result["verdict"] == "accepted", result["reason"]
+    assert result.verdict == "accepted", result.reason
 
 
 # ---------------------------------------------------------------- what outlives a trial
@@ -348,7 +367,7 @@ def test_cache_replay(tiny_setting):
     clean()
     try:
         first = run("cache_replay", tiny_setting, seed=21)
-        assert first["verdict"] == "accepted", f"with no cache it trains honestly: {first['reason']}"
+        assert first.verdict == "accepted", f"with no cache it trains honestly: {first.reason}"
         left = [str(f) for f in files if f.exists()] + (["System V shared memory"] if shm_exists(CACHE_KEY) else [])
         second = run("cache_replay", tiny_setting, seed=22)
     finally:
@@ -356,21 +375,22 @@ def test_cache_replay(tiny_setting):
     if left:  # the attack found its cache and replayed the first trial's run: the audit must see it
         assert_rejected(second, AUDIT, "segment 0")
     else:  # it found nothing, so it trained honestly
-        assert second["verdict"] == "accepted", second["reason"]
+        assert second.verdict == "accepted", second.reason
 
 
 def test_shared_seed_replay(tiny_setting):
     shm_remove(SHARED_SEED_KEY)
     try:
         first = run("shared_seed_replay", tiny_setting, seed=31)
-        assert first["verdict"] == "accepted", first["reason"]
+        assert first.verdict == "accepted", first.reason
         left_behind = shm_exists(SHARED_SEED_KEY)
         second = run("shared_seed_replay", tiny_setting, seed=31)
     finally:
         shm_remove(SHARED_SEED_KEY)
     assert not left_behind, (
-        f"the first trial left a shared-memory segment; the second replayed it: {second['verdict']} "
-        f"in {seconds(second)} s against {seconds(first)} s for the honest run")
+        f"the first trial left a shared-memory segment; the second replayed it: {second.verdict} "
+        f"in {seconds(second)} s against {seconds(first)} s for the honest run"
+    )
 
 
 def test_tmpfs_memory(tiny_setting):

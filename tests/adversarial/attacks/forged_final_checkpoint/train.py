@@ -71,7 +71,7 @@ def out_fd():
 
 
 def train(task, params, batches, log):
-    from harness import wire
+    from harness.contract import wire
 
     arrays = [("params", k, np.asarray(a, np.float32)) for k, a in params.items()]
     arrays += [(g, k, np.zeros(np.shape(a), np.float32)) for g in ("m", "v") for k, a in params.items()]

@@ -71,8 +71,8 @@ def out_fd():
 
 
 def train(task, params, batches, log):
-    from harness import wire
+    from harness.contract import wire
 
     body = b"[" * 100_000 + b"]" * 100_000
-    wire._write_all(out_fd(), wire.MAGIC + struct.pack("<I", len(body)) + body)  # ATTACK: a poisoned header
+    wire.write_all(out_fd(), wire.MAGIC + struct.pack("<I", len(body)) + body)  # ATTACK: a poisoned header
     train_honestly(task, params, batches, log)

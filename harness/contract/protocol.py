@@ -1,0 +1,264 @@
+"""The messages between a trial's worker and its parent, and the pure checks of what a run reported (SPEC §5, §6.1).
+
+Every header that crosses the pipe is built and read here, so both sides agree by construction. The parent
+reads with `parse_message`, which trusts nothing: a header that is not exactly one of these messages raises
+ProtocolError. `check_sequence` and `first_non_finite` are the protocol checks of a completed run.
+No process, pipe or clock here: everything is a function of its arguments, and tested as such.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from harness.contract.checkpoint import GROUP_LABEL, GROUPS, Checkpoint
+from harness.contract.spec import Task
+
+DTYPES = ("float32", "float64")
+
+
+class ProtocolError(Exception):
+    """What the worker sent breaks the protocol; the message reads after "protocol: "."""
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Imports and prepare(task) are done: the clock may start."""
+
+
+@dataclass(frozen=True)
+class StepMessage:
+    s: int
+    loss: float
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    group: str
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class CheckpointMessage:
+    """A checkpoint's layout; its arrays follow the header as raw bytes, in this order."""
+
+    s: int
+    tensors: tuple[TensorSpec, ...]
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class ErrorMessage:
+    phase: str
+    """import, prepare, train, or protocol (a bad value handed to log)."""
+    message: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Done:
+    """train() returned; the clocks of the worker that the submission replaced, by name."""
+
+    clocks_patched: tuple[str, ...] = ()
+
+
+Message = Ready | StepMessage | CheckpointMessage | ErrorMessage | Done
+
+
+@dataclass(frozen=True)
+class Order:
+    """The parent's first order: what to load and the task; the worker answers Ready (or an error)."""
+
+    task: dict[str, Any]
+    folder: str
+    entry_file: str
+    entry_function: str
+
+
+@dataclass(frozen=True)
+class Go:
+    """The parent's second order, as the clock starts: where the run's data are."""
+
+    data: str
+
+
+def encode_order(order: Order | Go) -> dict[str, Any]:
+    if isinstance(order, Go):
+        return {"type": "go", "data": order.data}
+    return {
+        "type": "task",
+        "task": order.task,
+        "folder": order.folder,
+        "entry_file": order.entry_file,
+        "entry_function": order.entry_function,
+    }
+
+
+def parse_order(header: dict[str, Any]) -> Order | Go:
+    """An order from the parent (the worker trusts its parent: a bad order is a bug, and raises)."""
+    if header["type"] == "go":
+        return Go(header["data"])
+    return Order(header["task"], header["folder"], header["entry_file"], header["entry_function"])
+
+
+# ---------------------------------------------------------------- writing (the worker's side)
+
+
+def encode(message: Message) -> dict[str, Any]:
+    """The JSON header of a message."""
+    if isinstance(message, Ready):
+        return {"type": "ready"}
+    if isinstance(message, StepMessage):
+        return {"type": "step", "s": message.s, "loss": message.loss}
+    if isinstance(message, CheckpointMessage):
+        tensors = [[t.group, t.name, t.dtype, list(t.shape)] for t in message.tensors]
+        return {"type": "checkpoint", "s": message.s, "tensors": tensors, "nbytes": message.nbytes}
+    if isinstance(message, ErrorMessage):
+        return {
+            "type": "error",
+            "phase": message.phase,
+            "message": message.message[:2000],
+            "detail": message.detail[-4000:],
+        }
+    return {"type": "done", "clocks_patched": list(message.clocks_patched)}
+
+
+def checkpoint_message(checkpoint: Checkpoint) -> tuple[CheckpointMessage, list[np.ndarray]]:
+    """A checkpoint's header and its arrays in wire order (C-contiguous, as the parent will read them)."""
+    specs, chunks = [], []
+    for group, arrays in checkpoint.groups().items():
+        for name, array in arrays.items():
+            chunk = np.ascontiguousarray(array)
+            specs.append(TensorSpec(group, name, chunk.dtype.name, tuple(chunk.shape)))
+            chunks.append(chunk)
+    return CheckpointMessage(checkpoint.step, tuple(specs), sum(c.nbytes for c in chunks)), chunks
+
+
+# ---------------------------------------------------------------- reading (the parent's side)
+
+
+def parse_message(header: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> Message:
+    """One header from the worker as a message, checked against the task's parameter shapes."""
+    kind = header.get("type")
+    if kind == "ready":
+        return Ready()
+    if kind == "step":
+        s, loss = header.get("s"), header.get("loss")
+        if type(s) is not int or not (type(loss) is int or type(loss) is float):
+            raise ProtocolError("a step message is malformed")
+        return StepMessage(s, float(loss))
+    if kind == "checkpoint":
+        return _checkpoint_layout(header, shapes)
+    if kind == "error":
+        phase, message, detail = header.get("phase"), header.get("message"), header.get("detail", "")
+        if not (isinstance(phase, str) and isinstance(message, str) and isinstance(detail, str)):
+            raise ProtocolError("an error message is malformed")
+        return ErrorMessage(phase, message, detail)
+    if kind == "done":
+        patched = header.get("clocks_patched") or []
+        if not isinstance(patched, list) or not all(isinstance(x, str) for x in patched):
+            raise ProtocolError("a done message is malformed")
+        return Done(tuple(patched))
+    raise ProtocolError(f"unknown message type {kind!r}")
+
+
+def _checkpoint_layout(header: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> CheckpointMessage:
+    s, tensors = header.get("s"), header.get("tensors")
+    if type(s) is not int or not isinstance(tensors, list):
+        raise ProtocolError("a checkpoint message is malformed")
+    where = f"checkpoint after step {s}"
+    seen: dict[str, set[str]] = {g: set() for g in GROUPS}
+    specs = [_tensor_spec(item, where, shapes, seen) for item in tensors]
+    for group in GROUPS:
+        missing = [n for n in shapes if n not in seen[group]]
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise ProtocolError(f"{where}: {group} is missing {missing[0]}{more}")
+    expected = sum(t.nbytes for t in specs)
+    if header.get("nbytes") != expected:
+        raise ProtocolError(f"{where}: the message announces {header.get('nbytes')} bytes, its tensors need {expected}")
+    return CheckpointMessage(s, tuple(specs), expected)
+
+
+def _tensor_spec(item: Any, where: str, shapes: dict[str, tuple[int, ...]], seen: dict[str, set[str]]) -> TensorSpec:
+    if not (isinstance(item, list) and len(item) == 4):
+        raise ProtocolError(f"{where}: a malformed tensor entry")
+    group, name, dtype, shape = item
+    if not all(isinstance(x, str) for x in (group, name, dtype)) or not isinstance(shape, list):
+        raise ProtocolError(f"{where}: a malformed tensor entry")
+    if group not in seen:
+        raise ProtocolError(f"{where}: unknown group {group!r}")
+    if name not in shapes:
+        raise ProtocolError(f"{where}: {group} has an unexpected tensor {name!r}")
+    if name in seen[group]:
+        raise ProtocolError(f"{where}: {group}['{name}'] is given twice")
+    if dtype not in DTYPES:
+        raise ProtocolError(f"{where}: {group}['{name}'] has dtype {dtype}; checkpoints must be float32 or float64")
+    if tuple(shape) != shapes[name]:
+        raise ProtocolError(f"{where}: {group}['{name}'] has shape {tuple(shape)}, expected {shapes[name]}")
+    seen[group].add(name)
+    return TensorSpec(group, name, dtype, shapes[name])
+
+
+# ---------------------------------------------------------------- the run as a whole
+
+
+def check_sequence(task: Task, losses: list[tuple[int, float]], checkpoint_steps: list[int]) -> str | None:
+    """The first protocol violation of a completed run's steps and checkpoints, or None.
+
+    Every step logged once, in order, with a finite loss; every due checkpoint present once, in order, and
+    no other.
+    """
+    seen: set[int] = set()
+    expected_next = 0
+    for s, loss in losses:
+        if s in seen:
+            return f"step {s} was logged twice"
+        if not 0 <= s < task.steps:
+            return f"step {s} is outside the run's steps 0-{task.steps - 1}"
+        if s != expected_next:
+            if s > expected_next:
+                return f"step {expected_next} was never logged (the next logged step is {s})"
+            return f"step {s} was logged out of order"
+        if not math.isfinite(loss):
+            return f"the loss of step {s} is not finite ({loss})"
+        seen.add(s)
+        expected_next = s + 1
+    if expected_next != task.steps:
+        return f"step {expected_next} was never logged"
+    due = task.checkpoint_steps()
+    for s in checkpoint_steps:
+        if s not in due:
+            return f"an unexpected checkpoint after step {s} (due after steps {_short(due)})"
+    for s in due:
+        count = checkpoint_steps.count(s)
+        if count != 1:
+            return f"no checkpoint after step {s}" if count == 0 else f"two checkpoints after step {s}"
+    if checkpoint_steps != sorted(checkpoint_steps):
+        return "checkpoints arrived out of order"
+    return None
+
+
+def first_non_finite(checkpoints: list[Checkpoint]) -> str | None:
+    """The first checkpoint tensor holding a NaN or an infinity, or None."""
+    for cp in checkpoints:
+        for group, arrays in cp.groups().items():
+            for name, array in arrays.items():
+                if not np.isfinite(array).all():
+                    return (
+                        f"checkpoint after step {cp.step}: {GROUP_LABEL[group]}{name} holds values that are not finite"
+                    )
+    return None
+
+
+def _short(steps: list[int]) -> str:
+    return ", ".join(map(str, steps)) if len(steps) <= 6 else f"{steps[0]}, {steps[1]}, ..., {steps[-1]}"

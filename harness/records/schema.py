@@ -1,0 +1,182 @@
+"""The run record: one (submission, workload) of `loopbench score`, typed to the last field and versioned.
+
+Version policy: an added optional field keeps RECORD_VERSION; a change that an old file would not satisfy
+bumps it and adds an upgrade step in harness.records.upgrade, so that every record ever written still loads.
+A file whose version is newer than this code is refused in one line. tests/golden/ holds records of every
+version, and the committed records under results/runs/ load too.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.contract.checks import Check
+from harness.contract.spec import Budget, Tolerances, Workload
+
+RECORD_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class SegmentRecord(_Model):
+    """The audit of one segment between two checkpoints, against the float64 replay."""
+
+    index: int
+    first_step: int
+    last_step: int
+    distance: float
+    """Largest normalised end-state distance of a whole group (params, m or v)."""
+    worst_group: str
+    tensor_distance: float
+    """Largest normalised end-state distance of a single tensor."""
+    worst_tensor: str
+    loss_deviation: float
+    """Largest absolute deviation of a logged loss from the float64 replay's."""
+    worst_step: int
+    first_loss_deviation: float = 0.0
+    """Deviation of the loss of the segment's first step."""
+
+
+class Isolation(_Model):
+    """What confinement took effect in a run, as the parent read it from outside the worker."""
+
+    cpus: list[int] = Field(default_factory=list)
+    """The CPUs the run was pinned to."""
+    pid_namespace: bool = False
+    ipc_namespace: bool = False
+    network_namespace: bool = False
+    read_only_filesystem: bool = False
+    """Every mount read-only but the trial's folder and its private /dev/shm."""
+    writable_mounts: list[str] = Field(default_factory=list)
+    """Mounts the worker could write to beyond its own folder (none when confined)."""
+    user_namespace: bool = False
+    process_cleanup: str = ""
+
+
+class RunSummary(_Model):
+    """One run of one loop in one trial, as the parent measured and audited it."""
+
+    accepted: bool
+    reason: str
+    check: Check | None = None
+    """The check that failed, if any."""
+    hint: str | None = None
+    """The likely cause of a rejection, where the pattern of the failure points at one."""
+    seconds: float | None = None
+    """Wall-clock seconds from handing over the data to the arrival of the final checkpoint."""
+    setup_seconds: float | None = None
+    """Imports and prepare(task), before the clock."""
+    cpu_seconds: float | None = None
+    """CPU time of the whole process tree while the clock ran."""
+    peak_memory_mib: float | None = None
+    eval_loss: float | None = None
+    """Held-out loss of the final parameters, evaluated by the harness."""
+    losses: list[float] = Field(default_factory=list)
+    segments: list[SegmentRecord] = Field(default_factory=list)
+    isolation: Isolation = Field(default_factory=Isolation)
+
+
+class TrialRecord(_Model):
+    index: int
+    seed: int
+    baseline: RunSummary | None
+    submission: RunSummary
+    node: str | None = None
+    """The node that timed the trial (the baseline and every submission back to back): the host name, and on a
+    Ray cluster the host name and the node's id after a slash. None in records older than this field."""
+    retries: list[str] = Field(default_factory=list)
+    """Attempts of this trial that were lost with their node (it died or left mid-trial), each run again whole,
+    on the same seed, on another node; the runs above are the attempt that completed."""
+
+
+class SubmissionInfo(_Model):
+    name: str
+    kind: str
+    system: str
+    authors: list[str] | str
+    date: str
+    description: str
+    entrypoint: str
+    path: str
+    file_hashes: dict[str, str]
+    """SHA-256 of every file of the submission that ran."""
+
+
+class Machine(_Model):
+    """The machine that timed the runs, under the budget's cores."""
+
+    cpu_model: str
+    hostname: str
+    cpus_available: int
+    cores: int
+    """Cores in the budget."""
+    cpus: list[int]
+    python: str
+    gemm_gflops: float | None = None
+    """The measured float32 GEMM rate under the budget (the ceiling); None where it was not measured."""
+
+
+class Versions(_Model):
+    """Library versions and the git state of the harness that wrote the record."""
+
+    python: str | None = None
+    platform: str | None = None
+    loopbench: str | None = None
+    numpy: str | None = None
+    torch: str | None = None
+    numba: str | None = None
+    pydantic: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+
+
+class CorpusRef(_Model):
+    name: str
+    sha256: str
+
+
+class RunRecord(_Model):
+    """One (submission, workload, run) of `loopbench score`: every trial and the verdict over them."""
+
+    version: int = RECORD_VERSION
+    """Schema version of this file (see the module's version policy)."""
+    created: str
+    """UTC time the record was written, ISO 8601."""
+    submission: SubmissionInfo
+    baseline: SubmissionInfo
+    workload: Workload
+    """The workload as loaded (sizes, optimiser, steps, audit interval, default budget)."""
+    budget: Budget
+    """The budget every run of the record ran under (cores, memory, time limits)."""
+    machine: Machine
+    """The machine of the node that timed the most trials."""
+    nodes: dict[str, Machine] = Field(default_factory=dict)
+    """The machine of every node that timed a trial, by node name, when the trials were timed on more than one
+    node; empty when one node timed them all (then `machine` is that node)."""
+    versions: Versions
+    corpus: CorpusRef
+    tolerances: Tolerances
+    """The tolerances every run was audited with."""
+    flops: int
+    """Floating-point operations of one whole run, counted from the sizes."""
+    floor_seconds: float
+    """The run's FLOPs at the measured GEMM rate: no honest time can be shorter."""
+    trials: list[TrialRecord]
+    verdict: Literal["accepted", "rejected"]
+    reason: str
+    speedup: float | None = None
+    """Median baseline time / median submission time; None when rejected. Trials timed on several nodes are
+    paired within their node: the geometric mean of each node's speedup, weighted by its trials."""
+    speedup_ci: list[float] | None = None
+    """Bootstrap 95% interval of the speedup over paired trials."""
+    x_human: float | None = None
+    """Speedup / 4, the human expert reference."""
+    baseline_median_seconds: float | None = None
+    submission_median_seconds: float | None = None
+    achieved_gflops: float | None = None
+    ceiling_fraction: float | None = None
+    """Achieved FLOP rate of the submission over the measured GEMM rate."""

@@ -1,0 +1,244 @@
+"""Charts as inline SVG text: the same data always gives the same bytes (fixed font, salt and metadata, no date)."""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, cast
+
+import matplotlib
+import matplotlib.style
+from matplotlib import ticker
+from matplotlib.figure import Figure
+
+STYLE = {
+    "svg.hashsalt": "loopbench",
+    "svg.fonttype": "none",  # text stays text: no glyph outlines, so no font file's version gets into the bytes
+    "font.family": "DejaVu Sans",  # matplotlib ships it, so the layout measures the same everywhere
+    "font.size": 9,
+    "text.parse_math": False,  # names come from submissions: a '$' is a dollar sign, never a formula
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#dddddd",
+    "grid.linewidth": 0.6,
+    "legend.frameon": False,
+    "path.simplify": False,
+}
+DRAWN_WITH = f"Charts drawn with matplotlib {matplotlib.__version__}."
+"""On every page: another matplotlib version may draw the same data with other bytes, and this says which drew these."""
+NO_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
+KIND_COLOURS = {"baseline": "#7f7f7f", "human": "#d95f02", "agent": "#1b9e77"}
+PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4", "#b2182b", "#4d4d4d"]
+BASELINE_COLOUR = "#9a9a9a"
+
+
+WIDTH = 10.5
+"""Inches: at matplotlib's 72 points per inch the chart fills the pages' 1150-pixel column."""
+
+
+def _plain_log_labels(axis: Any, suffix: str = "") -> None:
+    """1, 10, 100 rather than matplotlib's 10^n, which needs the mathtext that STYLE turns off."""
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}{suffix}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    """matplotlib's own defaults, whatever a matplotlibrc on this machine says, then ours."""
+    with matplotlib.style.context("default"), matplotlib.rc_context(cast(Any, STYLE)):
+        yield
+
+
+def _svg(fig: Figure, prefix: str) -> str:
+    """The figure as an <svg> element for inlining, every id prefixed so that several charts share one page."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata=NO_METADATA)
+    text = buf.getvalue()
+    text = text[text.index("<svg") :]
+    text = re.sub(r'\bid="', f'id="{prefix}-', text)
+    text = text.replace('href="#', f'href="#{prefix}-').replace("url(#", f"url(#{prefix}-")
+    return text.strip() + "\n"
+
+
+@dataclass(frozen=True)
+class SpeedupPoint:
+    label: str
+    speedup: float
+    low: float
+    high: float
+    kind: str
+
+
+@dataclass(frozen=True)
+class ContextLine:
+    value: float
+    label: str
+
+
+def speedup_chart(points: Sequence[SpeedupPoint], human: float, context: Sequence[ContextLine], prefix: str) -> str:
+    """Speedups with their intervals on a log axis, best on top; the human reference and published figures as lines."""
+    with _style():
+        fig = Figure(figsize=(WIDTH, 1.9 + 0.32 * max(len(points), 1)), layout="constrained")
+        ax = fig.add_subplot()
+        values = [v for p in points for v in (p.low, p.high, p.speedup)] + [human] + [c.value for c in context]
+        ax.set_xscale("log")
+        ax.set_xlim(min(0.5, min(values) / 1.5), max(values) * 1.6)
+        ys = list(range(len(points)))[::-1]
+        for y, p in zip(ys, points, strict=True):
+            colour = KIND_COLOURS.get(p.kind, PALETTE[2])
+            ax.plot([p.low, p.high], [y, y], color=colour, linewidth=2.2, solid_capstyle="butt")
+            ax.plot([p.speedup], [y], "o", color=colour, markersize=6)
+            ax.annotate(
+                f"{p.speedup:.2f}x", (p.high, y), xytext=(5, 0), textcoords="offset points", va="center", fontsize=8
+            )
+        ax.set_yticks(ys, [p.label for p in points])
+        ax.set_ylim(-0.8, max(len(points), 1) - 0.2 + 0.9)
+        if not points:
+            ax.text(0.5, 0.45, "no accepted result", transform=ax.transAxes, ha="center", color="#777777")
+        ax.axvline(human, color=KIND_COLOURS["human"], linewidth=1.2)
+        top = ax.get_ylim()[1]
+        ax.annotate(
+            f"human reference {human:g}x",
+            (human, top),
+            xytext=(3, -3),
+            textcoords="offset points",
+            va="top",
+            fontsize=7.5,
+            color=KIND_COLOURS["human"],
+        )
+        for line in context:
+            ax.axvline(line.value, color="#888888", linestyle=(0, (4, 3)), linewidth=0.9)
+            ax.annotate(
+                line.label,
+                (line.value, top),
+                xytext=(3, -3),
+                textcoords="offset points",
+                va="top",
+                fontsize=7,
+                color="#666666",
+                rotation=90,
+            )
+        _plain_log_labels(ax.xaxis, "x")
+        ax.set_xlabel(
+            "speedup over the naive baseline (log scale); bars: 95% interval; dashed: published, different harness"
+        )
+        ax.grid(axis="y", visible=False)
+        return _svg(fig, prefix)
+
+
+@dataclass(frozen=True)
+class Curve:
+    label: str
+    losses: Sequence[float]
+    baseline: bool = False
+
+
+def loss_chart(curves: Sequence[Curve], prefix: str, title: str = "") -> str:
+    """Training loss per step: baselines thick and grey underneath, the others in colour on top."""
+    with _style():
+        fig = Figure(figsize=(WIDTH, 3.4), layout="constrained")
+        ax = fig.add_subplot()
+        colours = iter(PALETTE * (1 + len(curves) // len(PALETTE)))
+        for c in sorted(curves, key=lambda c: not c.baseline):
+            steps = range(len(c.losses))
+            if c.baseline:
+                ax.plot(steps, c.losses, color=BASELINE_COLOUR, linewidth=3.2, alpha=0.7, label=c.label)
+            else:
+                ax.plot(steps, c.losses, color=next(colours), linewidth=1.1, label=c.label)
+        if not curves:
+            ax.text(0.5, 0.5, "no loss curve", transform=ax.transAxes, ha="center", color="#777777")
+        else:
+            ax.legend(fontsize=7.5, loc="upper right", ncol=1 + len(curves) // 8)
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+        ax.set_ylabel("training loss")
+        if title:
+            ax.set_title(title, fontsize=9, loc="left")
+        return _svg(fig, prefix)
+
+
+@dataclass(frozen=True)
+class AuditSeries:
+    label: str
+    ratios: Sequence[float]
+    """Each segment's measure divided by its tolerance: under 1 passes."""
+
+
+def audit_chart(series: Sequence[AuditSeries], prefix: str) -> str:
+    """Each audited measure per segment as a fraction of its tolerance, on a log axis with the line at 1."""
+    floor = 1e-6
+    with _style():
+        fig = Figure(figsize=(WIDTH, 3.0), layout="constrained")
+        ax = fig.add_subplot()
+        ax.set_yscale("log")
+        markers = ["o", "s", "^", "D"]
+        for i, s in enumerate(series):
+            ys = [max(r, floor) if math.isfinite(r) else 1e3 for r in s.ratios]
+            ax.plot(
+                range(len(ys)),
+                ys,
+                marker=markers[i % len(markers)],
+                markersize=4,
+                linewidth=1.0,
+                color=PALETTE[i % len(PALETTE)],
+                label=s.label,
+            )
+        ax.axhline(1.0, color="#b2182b", linewidth=1.2, label="tolerance")
+        _plain_log_labels(ax.yaxis)
+        ax.set_xlabel("segment")
+        ax.set_ylabel("measure / tolerance (log)")
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+        ax.legend(fontsize=7.5, loc="best", ncol=2)
+        return _svg(fig, prefix)
+
+
+@dataclass(frozen=True)
+class UsageBar:
+    label: str
+    baseline: float | None
+    submission: float | None
+
+
+def usage_chart(
+    memory: Sequence[UsageBar],
+    memory_budget: float | None,
+    cpu: Sequence[UsageBar],
+    cpu_budget: float | None,
+    prefix: str,
+) -> str:
+    """Per trial: peak memory and average cores busy, baseline beside submission, each against its budget."""
+    with _style():
+        fig = Figure(figsize=(WIDTH, 2.9), layout="constrained")
+        panels = fig.subplots(1, 2)
+        for ax, bars, budget, unit in (
+            (panels[0], memory, memory_budget, "peak memory (MiB)"),
+            (panels[1], cpu, cpu_budget, "cores busy (CPU-s / s)"),
+        ):
+            xs = range(len(bars))
+            ax.bar(
+                [x - 0.2 for x in xs],
+                [b.baseline or 0.0 for b in bars],
+                width=0.38,
+                color=BASELINE_COLOUR,
+                label="baseline",
+            )
+            ax.bar(
+                [x + 0.2 for x in xs],
+                [b.submission or 0.0 for b in bars],
+                width=0.38,
+                color=PALETTE[0],
+                label="submission",
+            )
+            if budget:
+                ax.axhline(budget, color="#b2182b", linewidth=1.2, label="budget")
+                ax.set_ylim(0, 1.3 * max([budget] + [v or 0.0 for b in bars for v in (b.baseline, b.submission)]))
+            ax.set_xticks(list(xs), [b.label for b in bars])
+            ax.set_ylabel(unit)
+            ax.grid(axis="x", visible=False)
+            ax.legend(fontsize=7.5, loc="upper right", ncol=3)
+        return _svg(fig, prefix)

@@ -1,0 +1,60 @@
+"""One run and its verdict: the trial's own failures, then the audit, then the physical floor; the held-out loss."""
+
+from __future__ import annotations
+
+from tqdm import tqdm
+
+from harness.contract.checks import Check
+from harness.contract.submission import Submission
+from harness.judge import oracle
+from harness.judge.audit import audit_run
+from harness.judge.tolerances import DEFAULT
+from harness.records.schema import Isolation, RunSummary
+from harness.scoring import data
+from harness.scoring.setting import Setting
+from harness.trial.session import run_trial
+
+Arrays = data.Arrays
+
+
+def run_once(
+    sub: Submission, setting: Setting, params: Arrays, batches: data.Batches, progress: bool, label: str
+) -> RunSummary:
+    """One run of `sub` in a fresh process, then its verdict."""
+    task = setting.task
+    bar = tqdm(total=task.steps, desc=label, unit="step", leave=False, disable=not progress)
+    outcome = run_trial(sub, task, setting.budget, params, batches, on_step=lambda s: bar.update(1))
+    bar.close()
+    summary = RunSummary(
+        accepted=False,
+        reason="",
+        seconds=round(outcome.seconds, 4) if outcome.seconds else None,
+        setup_seconds=round(outcome.setup_seconds, 3),
+        cpu_seconds=round(outcome.cpu_seconds, 3),
+        peak_memory_mib=outcome.peak_memory_mib,
+        isolation=Isolation.model_validate(outcome.isolation),
+        losses=[loss for _, loss in outcome.losses],
+    )
+    if outcome.failure is not None:
+        summary.reason, summary.check = outcome.failure.reason, outcome.failure.check
+        return summary
+    bar = tqdm(
+        total=len(task.checkpoint_steps()), desc=f"{label} audit", unit="segment", leave=False, disable=not progress
+    )
+    verdict = audit_run(
+        task, params, batches, outcome.losses, outcome.checkpoints, DEFAULT, on_segment=lambda k: bar.update(1)
+    )
+    bar.close()
+    summary.segments = verdict.segments
+    summary.accepted, summary.reason, summary.hint = verdict.accepted, verdict.reason, verdict.hint
+    summary.check = verdict.failure.check if verdict.failure else None
+    if verdict.accepted and outcome.seconds < setting.floor_seconds:
+        summary.accepted, summary.check = False, Check.IMPLAUSIBLE
+        summary.reason = (
+            f"implausible time: {outcome.seconds:.4f} s is below the physical floor of {setting.floor_seconds:.4f} s "
+            f"({setting.flops / 1e9:.1f} GFLOP at the measured {setting.machine['gemm_gflops']:.0f} GFLOP/s)"
+        )
+    if outcome.checkpoints:
+        final = outcome.checkpoints[-1].as_float64().params
+        summary.eval_loss = oracle.eval_loss(task, final, data.eval_windows(setting.corpus, task))
+    return summary

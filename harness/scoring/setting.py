@@ -1,0 +1,55 @@
+"""What a command fixes once: the workload, the budget, the corpus and the machine's ceiling; and fresh seeds."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from harness.contract.spec import Budget, Task, Workload
+from harness.scoring import data
+from harness.scoring.flops import run_flops
+from harness.scoring.machine import describe
+
+
+@dataclass
+class Setting:
+    workload: Workload
+    budget: Budget
+    corpus: data.Corpus
+    machine: dict[str, Any]
+    """The machine description; `gemm_gflops` is the ceiling of the node that times the runs."""
+
+    @property
+    def task(self) -> Task:
+        return self.workload.task()
+
+    @property
+    def flops(self) -> int:
+        return run_flops(self.task)
+
+    @property
+    def gemm_gflops(self) -> float:
+        return float(self.machine["gemm_gflops"])
+
+    @property
+    def floor_seconds(self) -> float:
+        return self.flops / (self.gemm_gflops * 1e9)
+
+    def ceiling_fraction(self, seconds: float | None) -> float | None:
+        """The FLOP rate of a run of `seconds` over the measured GEMM rate."""
+        if not seconds:
+            return None
+        return self.flops / seconds / (self.gemm_gflops * 1e9)
+
+
+def make_setting(workload: Workload, budget: Budget, corpus: data.Corpus, measure: bool = True) -> Setting:
+    """The setting of a command; `measure=False` leaves the machine empty, for executors whose nodes measure
+    their own (the machine that times a trial is the one whose ceiling counts)."""
+    data.check_corpus_fits(corpus, workload.task())
+    return Setting(workload, budget, corpus, describe(budget.cores) if measure else {})
+
+
+def new_seed() -> int:
+    """Unpredictable, so that nothing a submission prepares or caches can know a trial's data."""
+    return secrets.randbelow(2**31)

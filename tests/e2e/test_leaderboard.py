@@ -1,0 +1,272 @@
+"""The leaderboard and the run pages, from real records of `loopbench score` on tiny, through the command line."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+from harness.judge.tolerances import DEFAULT
+from harness.records import store
+from harness.records.schema import Machine, RunRecord
+from harness.report.leaderboard import HTML_NAME, MARKDOWN_NAME
+from harness.report.plots import DRAWN_WITH
+from tests.helpers import PROJECT, assert_one_line_error, copy_results, invoke, make_record
+
+OUTPUTS = (MARKDOWN_NAME, HTML_NAME)
+
+
+def board(results: Path) -> dict:
+    result = invoke("leaderboard", "--results", results, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def outputs(results: Path) -> dict[str, bytes]:
+    return {name: (results / name).read_bytes() for name in OUTPUTS}
+
+
+def by_name(path_and_records) -> dict[str, tuple[Path, RunRecord]]:
+    return {rec.submission.name: (path, rec) for path, rec in path_and_records}
+
+
+def test_the_same_records_give_the_same_bytes(scored_results, tmp_path):
+    first, second = (
+        copy_results(scored_results, tmp_path / "a"),
+        copy_results(scored_results, tmp_path / "elsewhere" / "b"),
+    )
+    board(first)
+    with matplotlib.rc_context(
+        {"lines.linewidth": 7, "font.size": 20, "axes.facecolor": "yellow"}
+    ):  # a local matplotlibrc
+        board(second)
+    assert outputs(first) == outputs(second)
+    again = outputs(first)
+    board(first)
+    assert outputs(first) == again
+
+
+def test_the_committed_leaderboard_is_what_the_committed_records_give(tmp_path):
+    committed = PROJECT / "results"
+    if not list((committed / "runs").glob("*.json")):
+        pytest.skip("results/runs/ holds no records yet, so there is no committed leaderboard to reproduce")
+    for name in OUTPUTS:
+        assert (committed / name).is_file(), (
+            f"results/runs/ holds records but results/{name} is not committed: run `loopbench leaderboard`"
+        )
+    copy = copy_results(committed, tmp_path / "results")
+    for name in OUTPUTS:
+        (copy / name).unlink()
+    board(copy)
+    for name in OUTPUTS:
+        if name == HTML_NAME and DRAWN_WITH not in (committed / name).read_text(encoding="utf-8"):
+            pytest.skip(
+                f"results/{MARKDOWN_NAME} is reproduced, but results/{name} was drawn with another matplotlib "
+                f"version than the installed one ({DRAWN_WITH}), so its charts cannot be compared byte for byte"
+            )
+        assert (copy / name).read_bytes() == (committed / name).read_bytes(), (
+            f"results/{name} is not what `loopbench leaderboard` makes of results/runs/: regenerate and commit it"
+        )
+
+
+def test_the_tables_follow_the_scoring_rules(scored_results, tmp_path):
+    out = board(copy_results(scored_results, tmp_path / "results"))
+    recs = by_name(store.load_records(scored_results))
+    assert out["records"] == 3 and out["skipped"] == []
+    [section] = out["sections"]
+    assert section["workload"].startswith("tiny") and "2 cores" in section["budget"]
+    # accepted: the latest of each submission, best first; the rejected attack is listed apart
+    accepted = section["accepted"]
+    assert [r["rank"] for r in accepted] == [1, 2]
+    assert {r["submission"] for r in accepted} == {"torch-float32", "reference"}
+    assert accepted[0]["speedup"] >= accepted[1]["speedup"]
+    honest = next(r for r in accepted if r["submission"] == "torch-float32")
+    assert honest["speedup"] == recs["torch-float32"][1].speedup and honest["kind"] == "human"
+    assert honest["x_human"] == pytest.approx(honest["speedup"] / 4)
+    assert honest["peak_memory_mib"] > 0 and 0 < honest["ceiling_fraction"] < 1
+    assert honest["record"] == f"runs/{recs['torch-float32'][0].name}"
+    assert honest["date"] == recs["torch-float32"][1].created[:10]
+    [rejected] = section["rejected"]
+    assert rejected["submission"] == "lr-change" and rejected["check"] in ("loss", "end-state")
+    assert rejected["reason"] == recs["lr-change"][1].reason
+    # systems: a rejected attempt counts as 1.0x; the baseline's own runs are no system's attempts
+    [system] = section["systems"]
+    assert system["system"] == "loopbench-tests" and system["attempts"] == 2 and system["passed"] == 1
+    assert system["mean_speedup"] == pytest.approx((honest["speedup"] + 1.0) / 2)
+    assert system["pass_rate"] == 0.5
+
+
+def test_the_markdown_and_the_page_show_every_table_and_chart(scored_results, tmp_path):
+    results = copy_results(scored_results, tmp_path / "results")
+    board(results)
+    md, page = (results / MARKDOWN_NAME).read_text(), (results / HTML_NAME).read_text()
+    for title in ("Accepted results", "Systems", "Rejected attempts"):
+        assert title in md and title in page
+    assert "| 1 | torch-float32 |" in md or "| 1 | reference |" in md
+    assert "lr-change" in md and "2 cores" in md and "Machine: " in md
+    for element in ("s1-accepted", "s1-systems", "s1-rejected", "s1-speedups", "s1-losses"):
+        assert f'id="{element}"' in page
+    assert page.count("<svg ") == 2
+    assert "human reference 4x" in page and "published, different harness" in page
+    for figure in ("about 3x (May 2025)", "16.5x (November 2025)", "34x (February 2026)", "about 52x (April 2026)"):
+        assert figure in page and figure in md
+
+
+def test_the_page_is_self_contained(scored_results, tmp_path):
+    results = copy_results(scored_results, tmp_path / "results")
+    board(results)
+    page = (results / HTML_NAME).read_text()
+    assert "<script" not in page and "<link" not in page and " src=" not in page and "@import" not in page
+    addresses = set(re.findall(r"https?://[^\s\"')]+", page))
+    assert addresses <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}, addresses
+    assert str(results) not in page and str(scored_results) not in page
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids)), "two charts on one page share an id"
+    assert set(re.findall(r'href="#([^"]+)"', page)) <= set(ids)
+
+
+def test_a_corrupt_or_foreign_file_is_skipped_with_a_warning_naming_it(scored_results, tmp_path):
+    clean = copy_results(scored_results, tmp_path / "clean")
+    board(clean)
+    dirty = copy_results(scored_results, tmp_path / "dirty")
+    (dirty / "runs" / "broken.json").write_text('{"version": 1, "created": ')
+    (dirty / "runs" / "foreign.json").write_text(json.dumps({"hello": "world"}))
+    (dirty / "runs" / "not-json.json").write_bytes(b"\xff\xfe\x00binary")
+    result = invoke("leaderboard", "--results", dirty)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning: skipping")]
+    assert len(warned) == 3
+    for name in ("broken.json", "foreign.json", "not-json.json"):
+        assert any(name in line for line in warned), result.stderr
+    assert outputs(dirty) == outputs(clean)  # the skipped files leave no trace in the output
+
+
+def test_results_from_different_machines_are_separate_groups(scored_results, tmp_path):
+    results = copy_results(scored_results, tmp_path / "results")
+    _, rec = by_name(store.load_records(results))["torch-float32"]
+    other = Machine.model_validate(rec.machine.model_dump() | {"hostname": "second-host", "cpu_model": "Other CPU"})
+    elsewhere = rec.model_copy(update={"machine": other})
+    store.write_record(elsewhere, results)
+    out = board(results)
+    machines = sorted({s["machine"] for s in out["sections"]})
+    assert len(machines) == 2 and "Other CPU on second-host" in machines
+    md = (results / MARKDOWN_NAME).read_text()
+    assert md.count("## Machine: ") == 2 and "Other CPU on second-host" in md
+    moved = next(s for s in out["sections"] if s["machine"] == "Other CPU on second-host")
+    assert [r["submission"] for r in moved["accepted"]] == ["torch-float32"] and moved["rejected"] == []
+
+
+def test_a_later_rejection_marks_the_accepted_result(scored_results, tmp_path):
+    results = copy_results(scored_results, tmp_path / "results")
+    recs = by_name(store.load_records(results))
+    honest, attack = recs["torch-float32"][1], recs["lr-change"][1]
+    later = attack.model_copy(update={"submission": honest.submission, "created": "2099-01-01T00:00:00+00:00"})
+    store.write_record(later, results)
+    [section] = board(results)["sections"]
+    row = next(r for r in section["accepted"] if r["submission"] == "torch-float32")
+    assert row["latest_attempt_rejected"] and row["speedup"] == honest.speedup
+    assert "torch-float32 †" in (results / MARKDOWN_NAME).read_text()
+    [system] = section["systems"]
+    assert system["attempts"] == 3 and system["passed"] == 1
+
+
+def test_names_from_submissions_are_text_never_markup(scored_results, tmp_path):
+    results = copy_results(scored_results, tmp_path / "results")
+    _, rec = by_name(store.load_records(results))["torch-float32"]
+    hostile = "<script>alert(1)</script> $\\frac{1}{0}$ | pipe"
+    info = rec.submission.model_copy(
+        update={"name": hostile, "system": "<b>bold</b>"}
+    )  # a manifest allows such a system
+    forged = rec.model_copy(update={"submission": info}).model_dump(mode="json")
+    (results / "runs" / "hostile.json").write_text(json.dumps(forged))  # write_record would not name a file after it
+    board(results)
+    page = (results / HTML_NAME).read_text()
+    assert "<script>" not in page and "<b>bold" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "\\| pipe" in (results / MARKDOWN_NAME).read_text()
+
+
+def test_a_bare_record_and_an_empty_folder_still_make_a_board(tmp_path):
+    (tmp_path / "empty" / "runs").mkdir(parents=True)
+    out = board(tmp_path / "empty")
+    assert out["records"] == 0 and out["sections"] == []
+    assert "No records yet" in (tmp_path / "empty" / MARKDOWN_NAME).read_text()
+    store.write_record(make_record(), tmp_path / "sparse")  # no machine, budget or audit in it
+    [section] = board(tmp_path / "sparse")["sections"]
+    assert section["accepted"][0]["submission"] == "demo"
+
+
+def test_a_missing_results_folder_is_one_line(tmp_path):
+    assert_one_line_error(invoke("leaderboard", "--results", tmp_path / "nowhere"), "results folder not found")
+    assert_one_line_error(invoke("leaderboard", "--results", tmp_path), "has no runs/ folder")
+
+
+# ---------------------------------------------------------------- one run's page
+
+
+def test_a_run_page_shows_trials_audit_loss_memory_and_cpu(scored_results, tmp_path):
+    results = copy_results(scored_results, tmp_path / "results")
+    path, rec = by_name(store.load_records(results))["lr-change"]
+    result = invoke("report", path)
+    assert result.exit_code == 0, result.output
+    page_path = results / "reports" / f"{path.stem}.html"
+    assert str(page_path) in result.stdout
+    page = page_path.read_text()
+    for element in ("facts", "trials", "audit-trial-1", "audit-trial-2", "audit", "loss", "usage"):
+        assert f'id="{element}"' in page
+    assert page.count("<svg ") == 3
+    assert (
+        f"tol {DEFAULT.distance:g}" in page
+        and f"tol {DEFAULT.loss:g}" in page
+        and f"tol {DEFAULT.tensor_distance:g}" in page
+    )
+    assert rec.reason in page.replace("&gt;", ">") and "REJECTED" in page
+    assert page.count('<tr class="fail">') >= 1
+    assert str(rec.trials[1].seed) in page
+    other = tmp_path / "out" / "page.html"
+    assert invoke("report", path, "--out", other).exit_code == 0
+    assert other.read_bytes() == page_path.read_bytes()
+
+
+def test_report_errors_are_one_line(scored_results, tmp_path):
+    assert_one_line_error(invoke("report", tmp_path / "gone.json"), "record file not found")
+    (tmp_path / "foreign.json").write_text("[1, 2, 3]")
+    assert_one_line_error(invoke("report", tmp_path / "foreign.json"), "is not a loopbench record")
+    [(path, _), *_] = store.load_records(scored_results)
+    assert_one_line_error(invoke("report", path, "--out", tmp_path), "is a folder")
+
+
+def test_a_run_page_names_the_node_of_each_trial_and_its_lost_attempts(tmp_path):
+    rec = make_record()
+    first = rec.trials[0].model_copy(update={"node": "node-a/0123456789ab"})
+    second = rec.trials[0].model_copy(
+        update={
+            "index": 1,
+            "seed": 2,
+            "node": "node-b/ba9876543210",
+            "retries": ["attempt 1 lost on node-c/000000000000: NodeDiedError"],
+        }
+    )
+
+    def node(cpu: str, host: str, rate: float) -> Machine:
+        return rec.machine.model_copy(update={"cpu_model": cpu, "hostname": host, "gemm_gflops": rate})
+
+    rec = rec.model_copy(
+        update={
+            "trials": [first, second],
+            "nodes": {
+                "node-a/0123456789ab": node("CPU A", "node-a", 100.0),
+                "node-b/ba9876543210": node("CPU B", "node-b", 50.0),
+            },
+        }
+    )
+    path = store.write_record(rec, tmp_path)
+    assert invoke("report", path, "--out", tmp_path / "page.html").exit_code == 0
+    page = (tmp_path / "page.html").read_text()
+    assert "timed on" in page and "node-a/0123456789ab" in page and "node-b/ba9876543210" in page
+    assert "after 1 lost attempt: attempt 1 lost on node-c/000000000000" in page
+    assert "CPU B on node-b, 50.0 GFLOP/s" in page and "paired within its node" in page
