@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -48,7 +49,7 @@ def _user_errors(command: F) -> F:
             return command(*args, **kwargs)
         except LoopbenchError as err:
             typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(err.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -124,6 +125,21 @@ TimeoutOpt = Annotated[
 ]
 
 
+class BusyPolicy(StrEnum):
+    refuse = "refuse"
+    record = "record"
+
+
+BusyOpt = Annotated[
+    BusyPolicy,
+    typer.Option(
+        "--busy",
+        help="A run the machine disturbed (other processes or the hypervisor took CPU from its cores): refuse "
+        "(run it again, then end with 'machine busy', exit 3) or record (keep it, marked; the record is no score).",
+    ),
+]
+
+
 class ExecutorName(StrEnum):
     local = "local"
     ray = "ray"
@@ -155,6 +171,7 @@ def _setting(
     timeout: float | None,
     executor: ExecutorName,
     address: str | None,
+    busy: str = "refuse",
 ) -> Setting:
     """The command's setting, its options checked before any work; on a cluster each node measures its own machine."""
     from harness.contract.spec import budget_with
@@ -164,7 +181,10 @@ def _setting(
     if address is not None and executor is not ExecutorName.ray:
         raise LoopbenchError("--address names a Ray cluster to join: it needs --executor ray")
     budget = budget_with(workload.budget, cores=cores, memory=memory, timeout=timeout)
-    return make_setting(workload, budget, load_corpus(corpus), measure=executor is ExecutorName.local)
+    measure = executor is ExecutorName.local
+    return make_setting(
+        workload, budget, load_corpus(corpus), measure=measure, busy="record" if busy == "record" else "refuse"
+    )
 
 
 @app.command()
@@ -188,19 +208,10 @@ def check(
     from harness.scoring.results import check as run_check
 
     sub = load_submission(submission)
-    setting = _setting(load_workload(workload), corpus, cores, memory, timeout, executor, address)
+    setting = _setting(load_workload(workload), corpus, cores, memory, timeout, executor, address, busy="record")
     with open_executor(executor.value, address) as ex:
         result = run_check(sub, setting, seed=seed, executor=ex)
-    run = result.trials[0].submission
-    text = f"{result.submission} on {result.workload}: {result.verdict.upper()}: {result.reason}"
-    if result.hint:
-        text += f"\n  hint: {result.hint}"
-    if run.seconds:
-        text += (
-            f"\n  {run.seconds:.2f} s (setup {run.setup_seconds or 0:.1f} s), {run.cpu_seconds or 0:.1f} CPU-s, "
-            f"peak {run.peak_memory_mib or 0:.0f} MiB"
-        )
-    _emit(as_json, result.model_dump(mode="json"), text)
+    _emit(as_json, result.model_dump(mode="json"), result.text())
     raise typer.Exit(0 if result.verdict == "accepted" else 1)
 
 
@@ -221,6 +232,7 @@ def score(
     ] = Path("results"),
     executor: ExecutorOpt = ExecutorName.local,
     address: AddressOpt = None,
+    busy: BusyOpt = BusyPolicy.refuse,
     as_json: JsonFlag = False,
 ) -> None:
     """Time submissions against the naive baseline in paired trials, audit every run, write the records.
@@ -234,26 +246,13 @@ def score(
     from harness.scoring.results import score as run_score
 
     subs = [load_submission(s) for s in submissions]
-    setting = _setting(load_workload(workload), corpus, cores, memory, timeout, executor, address)
+    setting = _setting(load_workload(workload), corpus, cores, memory, timeout, executor, address, busy.value)
     with open_executor(executor.value, address) as ex:
         outcome = [
             ScoreOutput.of(rec, str(path) if path else None)
             for rec, path in run_score(subs, setting, trials, results, executor=ex)
         ]
-    lines = []
-    for r in outcome:
-        if r.verdict == "accepted" and r.speedup is not None and r.speedup_ci and r.x_human is not None:
-            lo, hi = r.speedup_ci
-            share = f"{100 * r.ceiling_fraction:.1f}%" if r.ceiling_fraction is not None else "–"
-            lines.append(
-                f"{r.submission} on {r.workload}: {r.speedup:.2f}x (95% CI {lo:.2f}-{hi:.2f}), "
-                f"{r.x_human:.2f}x human, {share} of the GEMM ceiling; record {r.record}"
-            )
-        else:
-            lines.append(
-                f"{r.submission} on {r.workload}: REJECTED: {r.reason}" + (f"\n  hint: {r.hint}" if r.hint else "")
-            )
-    _emit(as_json, [r.model_dump(mode="json") for r in outcome], "\n".join(lines))
+    _emit(as_json, [r.model_dump(mode="json") for r in outcome], "\n".join(r.text() for r in outcome))
     raise typer.Exit(0 if all(r.verdict == "accepted" for r in outcome) else 1)
 
 
@@ -376,7 +375,14 @@ def schema(
     typer.echo(json.dumps(found if which is SchemaName.all else found[which.value], indent=2))
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM and SIGHUP end a command as Ctrl-C does: the trial is ended and its folder removed."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     app()
 
 

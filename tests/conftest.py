@@ -16,8 +16,10 @@ SCORED = ("reference_loop", "tests/honest/torch_float32", "tests/adversarial/att
 
 @pytest.fixture(scope="session")
 def tiny_setting() -> Setting:
+    """Under the record policy: these tests judge verdicts, not times, and must pass on a busy machine (the
+    refusal of a busy machine has tests of its own)."""
     workload = load_workload("tiny")
-    return make_setting(workload, workload.budget, data.load_corpus())
+    return make_setting(workload, workload.budget, data.load_corpus(), busy="record")
 
 
 @pytest.fixture(scope="session")

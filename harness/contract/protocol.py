@@ -1,5 +1,8 @@
 """The messages between a trial's worker and its parent, and the pure checks of what a run reported (SPEC §5, §6.1).
 
+Steps and checkpoint arrays travel through the log area (harness.contract.areas); the pipe carries only
+these few headers.
+
 Every header that crosses the pipe is built and read here, so both sides agree by construction. The parent
 reads with `parse_message`, which trusts nothing: a header that is not exactly one of these messages raises
 ProtocolError. `check_sequence` and `first_non_finite` are the protocol checks of a completed run.
@@ -30,12 +33,6 @@ class Ready:
 
 
 @dataclass(frozen=True)
-class StepMessage:
-    s: int
-    loss: float
-
-
-@dataclass(frozen=True)
 class TensorSpec:
     group: str
     name: str
@@ -49,11 +46,12 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class CheckpointMessage:
-    """A checkpoint's layout; its arrays follow the header as raw bytes, in this order."""
+    """A checkpoint's layout: its arrays are in slot `slot` of the log area, packed in this order."""
 
     s: int
     tensors: tuple[TensorSpec, ...]
     nbytes: int
+    slot: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,43 +69,47 @@ class Done:
     clocks_patched: tuple[str, ...] = ()
 
 
-Message = Ready | StepMessage | CheckpointMessage | ErrorMessage | Done
+Message = Ready | CheckpointMessage | ErrorMessage | Done
 
 
 @dataclass(frozen=True)
 class Order:
-    """The parent's first order: what to load and the task; the worker answers Ready (or an error)."""
+    """The parent's first order: what to load, the task, and the log area's layout (its descriptor was
+    inherited at spawn); the worker maps the area, runs prepare, and answers Ready (or an error)."""
 
     task: dict[str, Any]
     folder: str
     entry_file: str
     entry_function: str
+    log_layout: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Go:
-    """The parent's second order, as the clock starts: where the run's data are."""
+    """The parent's second order, as the clock starts: the data area's layout; its descriptor follows on the
+    socket as ancillary data (SCM_RIGHTS), since it must not exist in the worker before the clock."""
 
-    data: str
+    data_layout: dict[str, Any]
 
 
 def encode_order(order: Order | Go) -> dict[str, Any]:
     if isinstance(order, Go):
-        return {"type": "go", "data": order.data}
+        return {"type": "go", "data_layout": order.data_layout}
     return {
         "type": "task",
         "task": order.task,
         "folder": order.folder,
         "entry_file": order.entry_file,
         "entry_function": order.entry_function,
+        "log_layout": order.log_layout,
     }
 
 
 def parse_order(header: dict[str, Any]) -> Order | Go:
     """An order from the parent (the worker trusts its parent: a bad order is a bug, and raises)."""
     if header["type"] == "go":
-        return Go(header["data"])
-    return Order(header["task"], header["folder"], header["entry_file"], header["entry_function"])
+        return Go(header["data_layout"])
+    return Order(header["task"], header["folder"], header["entry_file"], header["entry_function"], header["log_layout"])
 
 
 # ---------------------------------------------------------------- writing (the worker's side)
@@ -117,11 +119,15 @@ def encode(message: Message) -> dict[str, Any]:
     """The JSON header of a message."""
     if isinstance(message, Ready):
         return {"type": "ready"}
-    if isinstance(message, StepMessage):
-        return {"type": "step", "s": message.s, "loss": message.loss}
     if isinstance(message, CheckpointMessage):
         tensors = [[t.group, t.name, t.dtype, list(t.shape)] for t in message.tensors]
-        return {"type": "checkpoint", "s": message.s, "tensors": tensors, "nbytes": message.nbytes}
+        return {
+            "type": "checkpoint",
+            "s": message.s,
+            "tensors": tensors,
+            "nbytes": message.nbytes,
+            "slot": message.slot,
+        }
     if isinstance(message, ErrorMessage):
         return {
             "type": "error",
@@ -132,15 +138,15 @@ def encode(message: Message) -> dict[str, Any]:
     return {"type": "done", "clocks_patched": list(message.clocks_patched)}
 
 
-def checkpoint_message(checkpoint: Checkpoint) -> tuple[CheckpointMessage, list[np.ndarray]]:
-    """A checkpoint's header and its arrays in wire order (C-contiguous, as the parent will read them)."""
+def checkpoint_message(checkpoint: Checkpoint, slot: int = 0) -> tuple[CheckpointMessage, list[np.ndarray]]:
+    """A checkpoint's header and its arrays in the order of the header (C-contiguous, as the parent reads them)."""
     specs, chunks = [], []
     for group, arrays in checkpoint.groups().items():
         for name, array in arrays.items():
             chunk = np.ascontiguousarray(array)
             specs.append(TensorSpec(group, name, chunk.dtype.name, tuple(chunk.shape)))
             chunks.append(chunk)
-    return CheckpointMessage(checkpoint.step, tuple(specs), sum(c.nbytes for c in chunks)), chunks
+    return CheckpointMessage(checkpoint.step, tuple(specs), sum(c.nbytes for c in chunks), slot), chunks
 
 
 # ---------------------------------------------------------------- reading (the parent's side)
@@ -151,11 +157,6 @@ def parse_message(header: dict[str, Any], shapes: dict[str, tuple[int, ...]]) ->
     kind = header.get("type")
     if kind == "ready":
         return Ready()
-    if kind == "step":
-        s, loss = header.get("s"), header.get("loss")
-        if type(s) is not int or not (type(loss) is int or type(loss) is float):
-            raise ProtocolError("a step message is malformed")
-        return StepMessage(s, float(loss))
     if kind == "checkpoint":
         return _checkpoint_layout(header, shapes)
     if kind == "error":
@@ -172,8 +173,8 @@ def parse_message(header: dict[str, Any], shapes: dict[str, tuple[int, ...]]) ->
 
 
 def _checkpoint_layout(header: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> CheckpointMessage:
-    s, tensors = header.get("s"), header.get("tensors")
-    if type(s) is not int or not isinstance(tensors, list):
+    s, tensors, slot = header.get("s"), header.get("tensors"), header.get("slot")
+    if type(s) is not int or not isinstance(tensors, list) or type(slot) is not int or slot < 0:
         raise ProtocolError("a checkpoint message is malformed")
     where = f"checkpoint after step {s}"
     seen: dict[str, set[str]] = {g: set() for g in GROUPS}
@@ -186,7 +187,7 @@ def _checkpoint_layout(header: dict[str, Any], shapes: dict[str, tuple[int, ...]
     expected = sum(t.nbytes for t in specs)
     if header.get("nbytes") != expected:
         raise ProtocolError(f"{where}: the message announces {header.get('nbytes')} bytes, its tensors need {expected}")
-    return CheckpointMessage(s, tuple(specs), expected)
+    return CheckpointMessage(s, tuple(specs), expected, slot)
 
 
 def _tensor_spec(item: Any, where: str, shapes: dict[str, tuple[int, ...]], seen: dict[str, set[str]]) -> TensorSpec:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.contract.checks import Check
-from harness.records.schema import Isolation, RunRecord, RunSummary, TrialRecord
+from harness.records.schema import Disturbance, Isolation, RunRecord, RunSummary, TrialRecord
 
 
 class _Model(BaseModel):
@@ -27,10 +27,13 @@ class RunView(_Model):
     cpu_seconds: float | None = None
     peak_memory_mib: float | None = None
     eval_loss: float | None = None
+    disturbance: Disturbance | None = None
+    """What the run lost to the rest of the machine while its clock ran."""
 
     @classmethod
     def of(cls, run: RunSummary) -> RunView:
         return cls(
+            disturbance=run.disturbance,
             verdict="accepted" if run.accepted else "rejected",
             reason=run.reason,
             check=run.check,
@@ -84,6 +87,21 @@ class CheckOutput(_Result):
     command: Literal["check"] = "check"
     isolation: Isolation
 
+    def text(self) -> str:
+        """What `loopbench check` prints without --json."""
+        run = self.trials[0].submission
+        text = f"{self.submission} on {self.workload}: {self.verdict.upper()}: {self.reason}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        if run.disturbance is not None and run.disturbance.disturbed:
+            text += f"\n  note: the machine was busy during the run ({run.disturbance.why}): its time is no measurement"
+        if run.seconds:
+            text += (
+                f"\n  {run.seconds:.2f} s (setup {run.setup_seconds or 0:.1f} s), {run.cpu_seconds or 0:.1f} CPU-s, "
+                f"peak {run.peak_memory_mib or 0:.0f} MiB"
+            )
+        return text
+
 
 class ScoreOutput(_Result):
     """`loopbench score --json`: one element per submission."""
@@ -96,6 +114,19 @@ class ScoreOutput(_Result):
     submission_median_seconds: float | None = None
     record: str | None = None
     """The record file written, if any."""
+
+    def text(self) -> str:
+        """What `loopbench score` prints for this submission without --json."""
+        if self.verdict == "accepted" and self.speedup is not None and self.speedup_ci and self.x_human is not None:
+            lo, hi = self.speedup_ci
+            share = f"{100 * self.ceiling_fraction:.1f}%" if self.ceiling_fraction is not None else "–"
+            return (
+                f"{self.submission} on {self.workload}: {self.speedup:.2f}x (95% CI {lo:.2f}-{hi:.2f}), "
+                f"{self.x_human:.2f}x human, {share} of the GEMM ceiling; record {self.record}"
+            )
+        return f"{self.submission} on {self.workload}: REJECTED: {self.reason}" + (
+            f"\n  hint: {self.hint}" if self.hint else ""
+        )
 
     @classmethod
     def of(cls, record: RunRecord, path: str | None) -> ScoreOutput:

@@ -54,7 +54,28 @@ class Isolation(_Model):
     writable_mounts: list[str] = Field(default_factory=list)
     """Mounts the worker could write to beyond its own folder (none when confined)."""
     user_namespace: bool = False
+    cgroup: bool = False
+    """The run had a cgroup of its own: the kernel enforced its memory, CPUs and processes and counted its CPU."""
     process_cleanup: str = ""
+
+
+class Disturbance(_Model):
+    """What a run lost to the rest of the machine while its clock ran (SPEC §7), and whether that made it
+    no measurement."""
+
+    others_cpu_seconds: float
+    """CPU time other processes took on the budget's cores (their busy time less the run's and the harness's)."""
+    steal_seconds: float
+    """Time the hypervisor gave the budget's cores to someone else."""
+    wait_seconds: float
+    """Time the run's threads were runnable but waited for a core (their own contention included)."""
+    granted: float
+    """The run's CPU time over cores x wall time."""
+    disturbed: bool = False
+    """True when the figures (or the trial's GEMM probes) say the machine took CPU from the run."""
+    why: str | None = None
+    attempts: int = 1
+    """Runs of this trial that were made; the earlier ones were disturbed and run again."""
 
 
 class RunSummary(_Model):
@@ -78,6 +99,8 @@ class RunSummary(_Model):
     losses: list[float] = Field(default_factory=list)
     segments: list[SegmentRecord] = Field(default_factory=list)
     isolation: Isolation = Field(default_factory=Isolation)
+    disturbance: Disturbance | None = None
+    """None in records older than this field."""
 
 
 class TrialRecord(_Model):
@@ -91,6 +114,8 @@ class TrialRecord(_Model):
     retries: list[str] = Field(default_factory=list)
     """Attempts of this trial that were lost with their node (it died or left mid-trial), each run again whole,
     on the same seed, on another node; the runs above are the attempt that completed."""
+    probes: list[float] = Field(default_factory=list)
+    """The GEMM probe's rate (GFLOP/s) before and after the trial's runs; empty in older records."""
 
 
 class SubmissionInfo(_Model):
@@ -117,7 +142,14 @@ class Machine(_Model):
     cpus: list[int]
     python: str
     gemm_gflops: float | None = None
-    """The measured float32 GEMM rate under the budget (the ceiling); None where it was not measured."""
+    """The measured float32 GEMM rate under the budget (the ceiling): the median of its repeats; None where it
+    was not measured."""
+    gemm_repeats: list[float] = Field(default_factory=list)
+    """Each repeat's best rate, GFLOP/s (empty in older records, which kept the best of one repeat)."""
+    gemm_spread: float | None = None
+    """(highest - lowest repeat) / median: a busy machine spreads them."""
+    cpu_flags: list[str] = Field(default_factory=list)
+    """The CPU's vector extensions that native code chooses between (avx2, fma, avx512f, ...)."""
 
 
 class Versions(_Model):
@@ -180,3 +212,5 @@ class RunRecord(_Model):
     achieved_gflops: float | None = None
     ceiling_fraction: float | None = None
     """Achieved FLOP rate of the submission over the measured GEMM rate."""
+    disturbed_runs: int = 0
+    """Runs kept although the machine disturbed them (`score --busy record`): a record with any is no score."""

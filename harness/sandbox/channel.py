@@ -1,19 +1,28 @@
-"""The worker's end of the pipe: the sink behind the submission's `log`, and the worker's own reports."""
+"""The worker's end of the channel: the sink behind the submission's `log`, and the worker's own reports.
+
+Steps and checkpoints go into the log area (shared memory the parent owns, read after the clock); only a
+small header per checkpoint crosses the pipe, so that the parent learns when the final one is complete.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import NoReturn
 
+import numpy as np
+
 from harness.contract import protocol, wire
+from harness.contract.areas import LogArea
 from harness.contract.checkpoint import Checkpoint
+
+STEP_LIMIT = 2**62
 
 
 class Channel:
-    """Frames to the parent. A checkpoint leaves the process at once, inside the clock (SPEC §5)."""
-
-    def __init__(self, out_fd: int):
+    def __init__(self, out_fd: int, area: LogArea | None = None):
         self.out = out_fd
+        self.area = area
+        self.sent_checkpoints = 0
 
     def send(self, message: protocol.Message) -> None:
         wire.write_frame(self.out, protocol.encode(message))
@@ -26,14 +35,30 @@ class Channel:
     # the LogSink of harness.contract.log
 
     def step(self, s: int, loss: float) -> None:
-        self.send(protocol.StepMessage(s, loss))
+        assert self.area is not None, "steps are logged only once the log area is mapped"
+        n = int(self.area.count[0])
+        if n >= self.area.layout.step_capacity:
+            self.fail("protocol", f"more than {self.area.layout.step_capacity} steps were logged")
+        if not -STEP_LIMIT < s < STEP_LIMIT:
+            self.fail("protocol", f"log.step got step {s}, far outside the run's steps")
+        self.area.steps[n], self.area.losses[n] = s, loss
+        self.area.count[0] = n + 1
 
     def checkpoint(self, checkpoint: Checkpoint) -> None:
-        message, chunks = protocol.checkpoint_message(checkpoint)
-        self.send(message)
+        assert self.area is not None, "checkpoints are logged only once the log area is mapped"
+        index = self.sent_checkpoints
+        if index >= self.area.layout.slots:
+            self.fail("protocol", f"more checkpoints than the run has ({self.area.layout.slots})")
+        message, chunks = protocol.checkpoint_message(checkpoint, slot=index)
+        if message.nbytes > self.area.layout.slot_size:
+            self.fail("protocol", f"checkpoint after step {checkpoint.step} does not fit its slot (wrong shapes?)")
+        slot = self.area.slot(index, message.nbytes)
+        at = 0
         for chunk in chunks:
-            if chunk.nbytes:
-                wire.write_all(self.out, chunk.data)
+            slot[at : at + chunk.nbytes] = chunk.reshape(-1).view(np.uint8)
+            at += chunk.nbytes
+        self.sent_checkpoints = index + 1
+        self.send(message)
 
     def reject(self, message: str) -> NoReturn:
         self.fail("protocol", message)

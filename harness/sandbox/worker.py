@@ -2,21 +2,25 @@
 
 Everything from the submission's import on is untrusted: this process may be patched by the code it
 runs, so the parent believes nothing it says without checking. The parent holds the clock, validates
-every byte that arrives and replays the training itself; what this module checks (the types of the
-checkpoint objects, the clock functions) only makes a failure's reason clearer.
+every header that arrives, reads the log area itself after the clock and replays the training itself;
+what this module checks (the types of the checkpoint objects, the clock functions) only makes a
+failure's reason clearer.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import os
+import socket
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from harness.sandbox.confine import confine
+from harness.sandbox.confine import confine, join_cgroups
 
 if TYPE_CHECKING:
     from harness.contract import protocol
@@ -45,16 +49,28 @@ _ORIGINAL_CLOCKS = {name: getattr(time, name) for name in CLOCKS if hasattr(time
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--ctl", type=int, required=True)
-    parser.add_argument("--out", type=int, required=True)
+    parser.add_argument("--ctl", type=int, required=True, help="the socket the parent's orders arrive on")
+    parser.add_argument("--out", type=int, required=True, help="the pipe the worker's messages leave by")
+    parser.add_argument("--log-area", type=int, required=True, help="the memory file of the log area")
     parser.add_argument("--cpus", required=True)
     parser.add_argument("--root", required=True)
     parser.add_argument("--shm-mib", type=int, required=True)
+    parser.add_argument("--cgroup", action="append", default=[], help="a cgroup folder to join first")
     return parser.parse_args()
 
 
 def _pre_import(cores: int) -> None:
-    """The common libraries, imported before the clock: their cost is setup (SPEC §7)."""
+    """The common libraries, imported before the clock: their cost is setup (SPEC §7).
+
+    The system's OpenMP runtime is loaded before torch, so that torch and a submission's own OpenMP code
+    share one runtime, and a newer one than torch bundles (torch needs only its oldest symbols).
+    """
+    system_gomp = ctypes.util.find_library("gomp")
+    if system_gomp:
+        try:
+            ctypes.CDLL(system_gomp, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            pass
     import numpy  # noqa: F401
     import torch
 
@@ -86,13 +102,14 @@ def _load(channel: Channel, order: protocol.Order, task: Task) -> Callable[..., 
     return train  # type: ignore[no-any-return]  # checked callable above
 
 
-def _train(channel: Channel, train: Callable[..., Any], task: Task, data: str) -> None:
-    import numpy as np
-
+def _train(channel: Channel, train: Callable[..., Any], task: Task, ctl: socket.socket, layout: dict[str, Any]) -> None:
+    from harness.contract.areas import DataLayout, map_data
     from harness.contract.log import Log
 
-    params = {k: np.array(a) for k, a in np.load(os.path.join(data, "params.npz"), allow_pickle=False).items()}
-    batches = np.load(os.path.join(data, "batches.npy"), mmap_mode="r", allow_pickle=False)
+    _, fds, _, _ = socket.recv_fds(ctl, 1, 1)
+    if not fds:
+        channel.fail("train", "the run's data did not arrive")
+    params, batches = map_data(fds[0], DataLayout.from_json(layout))
     try:
         train(task, params, batches, Log(channel))
     except SystemExit as err:
@@ -103,22 +120,25 @@ def _train(channel: Channel, train: Callable[..., Any], task: Task, data: str) -
 
 def main() -> None:
     args = _arguments()
+    join_cgroups(args.cgroup)
     cpus = {int(c) for c in args.cpus.split(",")}
-    confine(cpus, args.root, args.shm_mib, (args.ctl, args.out))
+    confine(cpus, args.root, args.shm_mib, (args.ctl, args.out, args.log_area))
     _pre_import(len(cpus))
     from harness.contract import protocol, wire
+    from harness.contract.areas import LogArea, LogLayout
     from harness.contract.spec import Task
     from harness.sandbox.channel import Channel
 
-    channel = Channel(args.out)
+    ctl = socket.socket(fileno=args.ctl)
     order = protocol.parse_order(wire.read_header(args.ctl))
     assert isinstance(order, protocol.Order)
+    channel = Channel(args.out, LogArea.map(args.log_area, LogLayout.from_json(order.log_layout)))
     task = Task.model_validate(order.task)
     train = _load(channel, order, task)
     channel.send(protocol.Ready())
     go = protocol.parse_order(wire.read_header(args.ctl))
     assert isinstance(go, protocol.Go)
-    _train(channel, train, task, go.data)
+    _train(channel, train, task, ctl, go.data_layout)
     patched = tuple(f"time.{n}" for n, f in _ORIGINAL_CLOCKS.items() if getattr(time, n, None) is not f)
     channel.send(protocol.Done(patched))
     sys.stdout.flush()

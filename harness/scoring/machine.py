@@ -1,18 +1,44 @@
-"""The machine: its CPU, the cores of a budget, and its measured float32 matrix-multiply rate (the ceiling)."""
+"""The machine: its CPU, and its measured float32 matrix-multiply rate (the ceiling), with the spread of repeats.
+
+The ceiling is measured in a fresh child process under the budget's CPUs and threads, isolated from the
+caller's working folder (`python -I`, so that no local file can shadow a library module). It is the median of
+several repeats, each the best rate of short runs over a few square sizes; the spread of the repeats says
+whether the machine was busy while it measured. The GEMM probe is a short measurement of one size, taken in
+this process around each trial.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
 from typing import Any
 
 from harness.contract.cores import available_cpus, budget_cpus, thread_env
+from harness.errors import LoopbenchError
 
 GEMM_SIZES = (256, 512, 1024)
+REPEATS = 5
+SECONDS_PER_SIZE = 0.15
+PROBE_SIZE = 512
+PROBE_SECONDS = 0.15
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VECTOR_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+)
 
 
 def cpu_model() -> str:
@@ -26,42 +52,86 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _measure_here(seconds_per_size: float = 0.6) -> float:
-    """Best float32 GEMM rate over a few square sizes, in GFLOP/s, in this process's threads and CPUs."""
+def cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in VECTOR_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def _rate(n: int, seconds: float) -> float:
+    """The best float32 GEMM rate of size n over `seconds` of short runs, in GFLOP/s, in this process's threads."""
     import torch
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
-    best = 0.0
-    for n in GEMM_SIZES:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        out = torch.empty(n, n)
-        for _ in range(3):
+    a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    for _ in range(3):
+        torch.mm(a, b, out=out)
+    best, reps = 0.0, max(1, int(2e8 / (2 * n**3)))
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(reps):
             torch.mm(a, b, out=out)
-        deadline = time.perf_counter() + seconds_per_size
-        while time.perf_counter() < deadline:
-            reps = max(1, int(2e8 / (2 * n**3)))
-            start = time.perf_counter()
-            for _ in range(reps):
-                torch.mm(a, b, out=out)
-            rate = 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
-            best = max(best, rate)
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start) / 1e9)
     return best
 
 
-def measure_gemm_gflops(cores: int) -> float:
-    """The float32 GEMM rate under a budget of `cores`, measured in a fresh child process."""
+def _measure_here(repeats: int = REPEATS) -> list[float]:
+    """Each repeat's best rate over the sizes, in this process's CPUs (what the child process prints)."""
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    return [max(_rate(n, SECONDS_PER_SIZE) for n in GEMM_SIZES) for _ in range(repeats)]
+
+
+def measure_gemm(cores: int, repeats: int = REPEATS) -> list[float]:
+    """The float32 GEMM rate of each repeat under a budget of `cores`, measured in a fresh, isolated process."""
     cpus = budget_cpus(cores)
-    env = {**os.environ, **thread_env(cores)}
+    env = {**os.environ, **thread_env(cores), "PYTHONPATH": PROJECT_ROOT}
     code = (
-        f"import os, sys; os.sched_setaffinity(0, {set(cpus)}); "
-        "from harness.scoring.machine import _measure_here; print(_measure_here())"
+        f"import os, json; os.sched_setaffinity(0, {set(cpus)}); "
+        f"from harness.scoring.machine import _measure_here; print(json.dumps(_measure_here({repeats})))"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    # -s -P and cwd /: neither the caller's folder nor a user site can shadow a module the measurement imports
+    command = [sys.executable, "-s", "-P", "-c", code]
+    try:
+        out = subprocess.run(command, env=env, capture_output=True, text=True, check=True, cwd="/")
+    except subprocess.CalledProcessError as err:
+        last = (err.stderr.strip().splitlines() or [str(err)])[-1]
+        raise LoopbenchError(f"the GEMM measurement failed: {last}") from None
+    return [float(v) for v in json.loads(out.stdout.strip().splitlines()[-1])]
+
+
+def measure_gemm_gflops(cores: int) -> float:
+    return statistics.median(measure_gemm(cores))
+
+
+def spread(repeats: list[float]) -> float:
+    median = statistics.median(repeats)
+    return (max(repeats) - min(repeats)) / median if median > 0 else float("inf")
+
+
+def probe_gflops(cores: int) -> float:
+    """A short GEMM in this process, under the budget's CPUs and threads: is the machine still as fast?"""
+    import torch
+
+    before_cpus, before_threads = os.sched_getaffinity(0), torch.get_num_threads()
+    os.sched_setaffinity(0, budget_cpus(cores))
+    torch.set_num_threads(cores)
+    try:
+        return _rate(PROBE_SIZE, PROBE_SECONDS)
+    finally:
+        torch.set_num_threads(before_threads)
+        os.sched_setaffinity(0, before_cpus)
 
 
 def describe(cores: int, measure: bool = True) -> dict[str, Any]:
-    """The machine as a record states it: CPU model, cores in the budget, measured GEMM rate."""
+    """The machine as a record states it: CPU model and flags, cores in the budget, the measured GEMM rate."""
     info: dict[str, Any] = {
         "cpu_model": cpu_model(),
         "hostname": platform.node(),
@@ -69,9 +139,13 @@ def describe(cores: int, measure: bool = True) -> dict[str, Any]:
         "cores": cores,
         "cpus": budget_cpus(cores),
         "python": platform.python_version(),
+        "cpu_flags": cpu_flags(),
     }
     if measure:
-        info["gemm_gflops"] = round(measure_gemm_gflops(cores), 2)
+        repeats = measure_gemm(cores)
+        info["gemm_gflops"] = round(statistics.median(repeats), 2)
+        info["gemm_repeats"] = [round(r, 2) for r in repeats]
+        info["gemm_spread"] = round(spread(repeats), 4)
     return info
 
 
@@ -85,10 +159,9 @@ def versions() -> dict[str, Any]:
             out[package] = md.version(package)
         except md.PackageNotFoundError:
             out[package] = None
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
     def git(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10)
+        return subprocess.run(["git", "-C", PROJECT_ROOT, *args], capture_output=True, text=True, timeout=10)
 
     try:
         head = git("rev-parse", "HEAD")

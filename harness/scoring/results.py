@@ -68,7 +68,9 @@ def score(
 
 
 def _trial_record(t: TrialRuns, run: RunSummary) -> TrialRecord:
-    return TrialRecord(index=t.index, seed=t.seed, baseline=t.baseline, submission=run, node=t.node, retries=t.retries)
+    return TrialRecord(
+        index=t.index, seed=t.seed, baseline=t.baseline, submission=run, node=t.node, retries=t.retries, probes=t.probes
+    )
 
 
 def _machines(done: list[TrialRuns]) -> tuple[dict[str, Any], dict[str, Machine]]:
@@ -78,6 +80,10 @@ def _machines(done: list[TrialRuns]) -> tuple[dict[str, Any], dict[str, Machine]
     main = Counter(t.node for t in done).most_common(1)[0][0]
     nodes = {name: Machine.model_validate(m) for name, m in machines.items()} if len(machines) > 1 else {}
     return machines[main], nodes
+
+
+def _disturbed(run: RunSummary | None) -> int:
+    return int(run is not None and run.disturbance is not None and run.disturbance.disturbed)
 
 
 def submission_info(sub: Submission) -> SubmissionInfo:
@@ -118,6 +124,7 @@ def _record(
         verdict="rejected" if rejected else "accepted",
         reason=(f"trial {rejected.index + 1}: {rejected.submission.reason}" if rejected else "every trial accepted"),
         baseline_median_seconds=stats.median(base_times),
+        disturbed_runs=sum(_disturbed(t.baseline) + _disturbed(t.submission) for t in trials),
     )
     if rejected is None:
         timed_on = [t.node or "" for t in trials]

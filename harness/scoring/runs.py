@@ -11,14 +11,23 @@ from harness.judge.audit import audit_run
 from harness.judge.tolerances import DEFAULT
 from harness.records.schema import Isolation, RunSummary
 from harness.scoring import data
+from harness.scoring.disturbance import MAX_ATTEMPTS, judge
 from harness.scoring.setting import Setting
 from harness.trial.session import run_trial
 
 Arrays = data.Arrays
+TIME_DEPENDENT = (None, Check.TIMEOUT, Check.IMPLAUSIBLE)
+"""Verdicts a busy machine could have changed: an accepted run (its time), a timeout, an implausible time."""
 
 
 def run_once(
-    sub: Submission, setting: Setting, params: Arrays, batches: data.Batches, progress: bool, label: str
+    sub: Submission,
+    setting: Setting,
+    params: Arrays,
+    batches: data.Batches,
+    progress: bool,
+    label: str,
+    attempts: int = 1,
 ) -> RunSummary:
     """One run of `sub` in a fresh process, then its verdict."""
     task = setting.task
@@ -34,6 +43,7 @@ def run_once(
         peak_memory_mib=outcome.peak_memory_mib,
         isolation=Isolation.model_validate(outcome.isolation),
         losses=[loss for _, loss in outcome.losses],
+        disturbance=judge(outcome.lost, attempts),
     )
     if outcome.failure is not None:
         summary.reason, summary.check = outcome.failure.reason, outcome.failure.check
@@ -52,9 +62,25 @@ def run_once(
         summary.accepted, summary.check = False, Check.IMPLAUSIBLE
         summary.reason = (
             f"implausible time: {outcome.seconds:.4f} s is below the physical floor of {setting.floor_seconds:.4f} s "
-            f"({setting.flops / 1e9:.1f} GFLOP at the measured {setting.machine['gemm_gflops']:.0f} GFLOP/s)"
+            f"({setting.flops / 1e9:.1f} GFLOP at the measured {setting.gemm_gflops:.0f} GFLOP/s)"
         )
     if outcome.checkpoints:
         final = outcome.checkpoints[-1].as_float64().params
         summary.eval_loss = oracle.eval_loss(task, final, data.eval_windows(setting.corpus, task))
     return summary
+
+
+def clean_run(
+    sub: Submission, setting: Setting, params: Arrays, batches: data.Batches, progress: bool, label: str
+) -> RunSummary:
+    """A run that the machine did not disturb: run again (bounded) while it was, under the refuse policy.
+
+    The last attempt is returned whatever it says: the caller decides whether a disturbed run ends the score.
+    Verdicts that do not depend on time (the audit's, a crash) are never run again.
+    """
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        run = run_once(sub, setting, params, batches, progress, label, attempt)
+        disturbed = run.disturbance is not None and run.disturbance.disturbed
+        if not disturbed or setting.busy == "record" or run.check not in TIME_DEPENDENT:
+            return run
+    return run

@@ -8,6 +8,7 @@ from typing import Any
 
 from harness.contract.spec import Budget, Task, Workload
 from harness.scoring import data
+from harness.scoring.disturbance import BusyPolicy, ceiling_busy, refusal
 from harness.scoring.flops import run_flops
 from harness.scoring.machine import describe
 
@@ -19,6 +20,8 @@ class Setting:
     corpus: data.Corpus
     machine: dict[str, Any]
     """The machine description; `gemm_gflops` is the ceiling of the node that times the runs."""
+    busy: BusyPolicy = "refuse"
+    """What a disturbed run makes of a score: re-run, then "machine busy" (refuse), or kept and marked (record)."""
 
     @property
     def task(self) -> Task:
@@ -43,11 +46,18 @@ class Setting:
         return self.flops / seconds / (self.gemm_gflops * 1e9)
 
 
-def make_setting(workload: Workload, budget: Budget, corpus: data.Corpus, measure: bool = True) -> Setting:
+def make_setting(
+    workload: Workload, budget: Budget, corpus: data.Corpus, measure: bool = True, busy: BusyPolicy = "refuse"
+) -> Setting:
     """The setting of a command; `measure=False` leaves the machine empty, for executors whose nodes measure
-    their own (the machine that times a trial is the one whose ceiling counts)."""
+    their own (the machine that times a trial is the one whose ceiling counts). A ceiling measured on a busy
+    machine refuses the setting under the refuse policy."""
     data.check_corpus_fits(corpus, workload.task())
-    return Setting(workload, budget, corpus, describe(budget.cores) if measure else {})
+    machine = describe(budget.cores) if measure else {}
+    why = ceiling_busy(machine.get("gemm_repeats", []), machine.get("gemm_spread")) if measure else None
+    if why and busy == "refuse":
+        raise refusal("the ceiling could not be measured", why)
+    return Setting(workload, budget, corpus, machine, busy)
 
 
 def new_seed() -> int:

@@ -11,7 +11,9 @@ from harness.contract.submission import Submission
 from harness.errors import LoopbenchError
 from harness.records.schema import RunSummary
 from harness.scoring import data
-from harness.scoring.runs import run_once
+from harness.scoring.disturbance import MAX_ATTEMPTS, probes_busy, refusal
+from harness.scoring.machine import probe_gflops
+from harness.scoring.runs import clean_run, run_once
 from harness.scoring.setting import Setting
 
 
@@ -27,6 +29,8 @@ class TrialRuns:
     baseline: RunSummary | None
     submissions: list[RunSummary]
     retries: list[str] = field(default_factory=list)
+    probes: list[float] = field(default_factory=list)
+    """The GEMM probe (GFLOP/s) before and after the trial's runs."""
 
 
 def local_node() -> str:
@@ -53,24 +57,43 @@ def timed_trial(
     """Trial `index`: the baseline and every submission back to back on one seed, here, under one budget.
 
     The order alternates from one trial to the next, so that slow drift of the machine favours neither side.
+    A GEMM probe before and after says whether the machine stayed as fast as its ceiling; a trial it says was
+    busy, or a run disturbed again and again, is run again, then refused with "machine busy".
     """
     params, batches = _trial_data(setting, seed)
     order: list[int | None] = [None, *range(len(subs))]
     if index % 2:
         order.reverse()
-    runs: dict[int | None, RunSummary] = {}
-    for who in order:
-        sub = baseline if who is None else subs[who]
-        runs[who] = run_once(sub, setting, params, batches, progress, f"trial {index + 1}/{trials} {sub.name}")
-        if on_run:
-            on_run()
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        probes = [probe_gflops(setting.budget.cores)]
+        runs: dict[int | None, RunSummary] = {}
+        for who in order:
+            sub = baseline if who is None else subs[who]
+            runs[who] = clean_run(sub, setting, params, batches, progress, f"trial {index + 1}/{trials} {sub.name}")
+            if on_run:
+                on_run()
+        probes.append(probe_gflops(setting.budget.cores))
+        why = _busy(runs, probes, setting)
+        if why is None or setting.busy == "record":
+            break
+        if attempt == MAX_ATTEMPTS:
+            raise refusal(f"trial {index + 1} was disturbed in {MAX_ATTEMPTS} attempts", why)
     if not runs[None].accepted:
         raise LoopbenchError(
             f"the baseline itself failed in trial {index + 1}: {runs[None].reason} (is the budget too small?)"
         )
+    subs_runs = [runs[i] for i in range(len(subs))]
     return TrialRuns(
-        index, seed, node or local_node(), setting.machine, runs[None], [runs[i] for i in range(len(subs))]
+        index, seed, node or local_node(), setting.machine, runs[None], subs_runs, probes=[round(p, 2) for p in probes]
     )
+
+
+def _busy(runs: dict[int | None, RunSummary], probes: list[float], setting: Setting) -> str | None:
+    """Why a trial is no measurement: a run still disturbed after its attempts, or the probes; None if clean."""
+    for run in runs.values():
+        if run.disturbance is not None and run.disturbance.disturbed:
+            return run.disturbance.why
+    return probes_busy(probes, setting.gemm_gflops)
 
 
 def verify(sub: Submission, setting: Setting, seed: int, progress: bool, node: str | None = None) -> TrialRuns:

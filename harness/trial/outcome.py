@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from harness.contract.checkpoint import Checkpoint
 from harness.contract.checks import Check, Failure
+from harness.trial.disturbance import Lost
 
 
 @dataclass
@@ -18,10 +19,12 @@ class TrialOutcome:
     peak_memory_mib: float = 0.0
     losses: list[tuple[int, float]] = field(default_factory=list)
     checkpoints: list[Checkpoint] = field(default_factory=list)
-    """As sent: float32 or float64 arrays, read-only views of what arrived."""
+    """As logged: float32 or float64 arrays, read-only, copied out of the log area after the clock."""
     isolation: dict[str, object] = field(default_factory=dict)
     leftover_processes: int = 0
     stderr_tail: str = ""
+    lost: Lost | None = None
+    """What the run lost to the rest of the machine while its clock ran."""
 
     @property
     def completed(self) -> bool:

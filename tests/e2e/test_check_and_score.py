@@ -24,7 +24,9 @@ def test_check_accepts_the_reference_and_a_float32_port():
 
 
 def test_score_writes_one_record_per_submission(tmp_path):
-    result = invoke("score", HONEST, "--workload", "tiny", "--trials", "2", "--results", tmp_path, "--json")
+    result = invoke(
+        "score", HONEST, "--workload", "tiny", "--trials", "2", "--results", tmp_path, "--busy", "record", "--json"
+    )
     assert result.exit_code == 0, result.output
     [summary] = json.loads(result.stdout)
     for key in ("submission", "verdict", "reason", "speedup", "speedup_ci", "x_human", "ceiling_fraction", "trials"):
@@ -51,7 +53,19 @@ def test_score_exits_1_when_a_submission_is_rejected(tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(HONEST, broken)
     (broken / "train.py").write_text("def train(task, params, batches, log):\n    raise RuntimeError('boom')\n")
-    result = invoke("score", broken, "--workload", "tiny", "--trials", "1", "--results", tmp_path / "res", "--json")
+    result = invoke(
+        "score",
+        broken,
+        "--workload",
+        "tiny",
+        "--trials",
+        "1",
+        "--results",
+        tmp_path / "res",
+        "--busy",
+        "record",
+        "--json",
+    )
     assert result.exit_code == 1
     [summary] = json.loads(result.stdout)
     assert summary["verdict"] == "rejected" and "boom" in summary["reason"] and summary["speedup"] is None
@@ -117,7 +131,9 @@ def test_check_and_score_print_the_same_shape_of_trial(tmp_path):
     """`check --json` and `score --json` share their parts: a trial's submission run reads the same in both."""
     checked = json.loads(invoke("check", HONEST, "--json").stdout)
     scored = json.loads(
-        invoke("score", HONEST, "--workload", "tiny", "--trials", "1", "--results", tmp_path, "--json").stdout
+        invoke(
+            "score", HONEST, "--workload", "tiny", "--trials", "1", "--results", tmp_path, "--busy", "record", "--json"
+        ).stdout
     )[0]
     assert set(checked["trials"][0]) == set(scored["trials"][0])
     assert (

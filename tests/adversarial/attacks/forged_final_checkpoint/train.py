@@ -1,5 +1,5 @@
-"""Attack: writes a hand-made final checkpoint straight into the worker's pipe before training, to
-stop the parent's clock at once, then trains and reports as usual.
+"""Attack: writes a hand-made header of the final checkpoint straight into the worker's pipe before
+training, to stop the parent's clock at once, then trains and reports as usual.
 """
 
 import math
@@ -75,7 +75,8 @@ def train(task, params, batches, log):
 
     arrays = [("params", k, np.asarray(a, np.float32)) for k, a in params.items()]
     arrays += [(g, k, np.zeros(np.shape(a), np.float32)) for g in ("m", "v") for k, a in params.items()]
-    header = {"type": "checkpoint", "s": task.steps - 1, "tensors": [[g, k, "float32", list(a.shape)] for g, k, a in arrays],
+    header = {"type": "checkpoint", "s": task.steps - 1, "slot": 0,
+              "tensors": [[g, k, "float32", list(a.shape)] for g, k, a in arrays],
               "nbytes": sum(a.nbytes for _, _, a in arrays)}
-    wire.write_frame(out_fd(), header, b"".join(a.tobytes() for _, _, a in arrays))  # ATTACK: forged frame
+    wire.write_frame(out_fd(), header)  # ATTACK: a forged header of the final checkpoint, before any training
     train_honestly(task, params, batches, log)
