@@ -39,6 +39,51 @@ def _timed_on(trial: TrialRecord) -> str:
     return node
 
 
+def machine_table(record: RunRecord) -> Table:
+    """What each run lost to the rest of the machine while its clock ran, and the trial's GEMM probes."""
+    table = Table(
+        "machine",
+        "The machine during the runs: what other processes and the hypervisor took from the budget's cores",
+        [
+            "trial",
+            "run",
+            "others' CPU-s",
+            "steal s",
+            "runqueue wait s",
+            "granted",
+            "attempts",
+            "GEMM probes",
+            "no measurement",
+        ],
+        numeric=frozenset({0, 2, 3, 4, 5, 6}),
+        empty="no figures (a record older than them)",
+    )
+    failed = set()
+    for t in record.trials:
+        probes = ", ".join(f"{p:.0f}" for p in t.probes) + (" GFLOP/s" if t.probes else "–")
+        for who, run in (("baseline", t.baseline), (record.submission.name, t.submission)):
+            d = run.disturbance if run else None
+            if d is None:
+                continue
+            if d.disturbed:
+                failed.add(len(table.rows))
+            table.rows.append(
+                [
+                    str(t.index + 1),
+                    who,
+                    f"{d.others_cpu_seconds:.2f}",
+                    f"{d.steal_seconds:.2f}",
+                    f"{d.wait_seconds:.2f}",
+                    f"{d.granted:.2f}",
+                    str(d.attempts),
+                    probes,
+                    d.why if d.disturbed and d.why else "–",
+                ]
+            )
+    table.failed = frozenset(failed)
+    return table
+
+
 def trials_table(record: RunRecord) -> Table:
     table = Table(
         "trials",
@@ -233,6 +278,7 @@ def run_page(record: RunRecord, source: str) -> str:
         _facts(record).html(),
         "<h2>Trials</h2>\n",
         trials_table(record).html(),
+        machine_table(record).html(),
         "<h2>Audit</h2>\n",
         '<p class="note">Every segment between checkpoints is replayed in float64 '
         "from the submission's own checkpoint. "

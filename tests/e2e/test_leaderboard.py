@@ -216,7 +216,7 @@ def test_a_run_page_shows_trials_audit_loss_memory_and_cpu(scored_results, tmp_p
     page_path = results / "reports" / f"{path.stem}.html"
     assert str(page_path) in result.stdout
     page = page_path.read_text()
-    for element in ("facts", "trials", "audit-trial-1", "audit-trial-2", "audit", "loss", "usage"):
+    for element in ("facts", "trials", "machine", "audit-trial-1", "audit-trial-2", "audit", "loss", "usage"):
         assert f'id="{element}"' in page
     assert page.count("<svg ") == 3
     assert (

@@ -240,3 +240,22 @@ def test_a_killed_score_leaves_no_process_and_the_next_run_removes_its_folder(tm
     assert all(f.exists() for f in folders), "a killed scorer cannot clean up: its folder should still be there"
     check(load_submission(HONEST), tiny_setting, seed=6, progress=False)  # the next run, of anyone
     assert not [f for f in folders if f.exists()], "the next run did not remove the killed scorer's folder"
+
+
+# ---------------------------------------------------------------- a busy machine
+
+
+def test_a_score_beside_busy_processes_ends_with_machine_busy(tmp_path):
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        command = [sys.executable, "-m", "harness.cli", "score", str(HONEST), "--workload", "tiny", "--trials", "1",
+                   "--results", str(tmp_path / "results")]
+        done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=900)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: machine busy: "), done.stderr[-2000:]
+    assert not (tmp_path / "results" / "runs").exists() or not list((tmp_path / "results" / "runs").iterdir())
