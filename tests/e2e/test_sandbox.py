@@ -248,8 +248,19 @@ def test_a_killed_score_leaves_no_process_and_the_next_run_removes_its_folder(tm
 def test_a_score_beside_busy_processes_ends_with_machine_busy(tmp_path):
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
-        command = [sys.executable, "-m", "harness.cli", "score", str(HONEST), "--workload", "tiny", "--trials", "1",
-                   "--results", str(tmp_path / "results")]
+        command = [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "score",
+            str(HONEST),
+            "--workload",
+            "tiny",
+            "--trials",
+            "1",
+            "--results",
+            str(tmp_path / "results"),
+        ]
         done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=900)
     finally:
         for spinner in spinners:

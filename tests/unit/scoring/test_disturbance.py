@@ -19,8 +19,9 @@ def test_an_idle_run_is_clean_and_keeps_its_figures():
     assert record.granted == pytest.approx(0.9) and record.others_cpu_seconds == 0.05
 
 
-@pytest.mark.parametrize("others, steal, why", [(2.0, 0.0, "other processes took 2.00 CPU-s"),
-                                                (0.0, 1.5, "the hypervisor stole 1.50 s")])
+@pytest.mark.parametrize(
+    "others, steal, why", [(2.0, 0.0, "other processes took 2.00 CPU-s"), (0.0, 1.5, "the hypervisor stole 1.50 s")]
+)
 def test_a_share_of_the_cores_taken_by_others_disturbs_a_run(others, steal, why):
     record = disturbance.judge(run_lost(others=others, steal=steal), attempts=2)
     assert record is not None and record.disturbed and why in (record.why or "") and record.attempts == 2

@@ -49,7 +49,9 @@ def test_stale_folders_are_removed_and_live_or_unknown_ones_kept():
 
 
 def cgroups_here() -> bool:
-    probe = cgroups.TrialCgroup.create("probe", sorted(os.sched_getaffinity(0))[:1], 2**30) if os.geteuid() == 0 else None
+    if os.geteuid() != 0:
+        return False
+    probe = cgroups.TrialCgroup.create("probe", sorted(os.sched_getaffinity(0))[:1], 2**30)
     if probe is not None:
         probe.remove()
     return probe is not None
