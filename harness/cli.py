@@ -74,11 +74,19 @@ def machine(
     cores: Annotated[int, typer.Option(help="Cores in the budget to measure under.")] = 2,
     as_json: JsonFlag = False,
 ) -> None:
-    """Describe this machine and measure its float32 matrix-multiply rate (the ceiling) under a budget."""
+    """Describe this machine and measure its float32 matrix-multiply rate (the ceiling) under a budget.
+
+    The ceiling is the median of several repeats; when they spread as only a busy machine spreads them, the
+    output says so (and `score` would refuse to measure with it).
+    """
+    from harness.scoring.disturbance import ceiling_busy
     from harness.scoring.machine import describe
 
     info = describe(cores)
-    text = "\n".join(f"{k:>15}: {v}" for k, v in info.items())
+    info["busy"] = ceiling_busy(info)
+    text = "\n".join(f"{k:>15}: {v}" for k, v in info.items() if k != "busy")
+    if info["busy"]:
+        text += f"\nwarning: the machine looks busy: {info['busy']}"
     _emit(as_json, info, text)
 
 

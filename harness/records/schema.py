@@ -147,7 +147,9 @@ class Machine(_Model):
     gemm_repeats: list[float] = Field(default_factory=list)
     """Each repeat's best rate, GFLOP/s (empty in older records, which kept the best of one repeat)."""
     gemm_spread: float | None = None
-    """(highest - lowest repeat) / median: a busy machine spreads them."""
+    """(highest - lowest repeat) / median: a machine that is busy now and then spreads them."""
+    gemm_others_share: float | None = None
+    """The share of the budget's core-seconds other processes took while the ceiling was measured."""
     cpu_flags: list[str] = Field(default_factory=list)
     """The CPU's vector extensions that native code chooses between (avx2, fma, avx512f, ...)."""
 

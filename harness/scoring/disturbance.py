@@ -9,7 +9,7 @@ competing busy process does).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from harness.errors import MachineBusy
 from harness.records.schema import Disturbance
@@ -61,7 +61,12 @@ def probes_busy(probes: list[float], ceiling: float) -> str | None:
     return None
 
 
-def ceiling_busy(repeats: list[float], spread: float | None) -> str | None:
+def ceiling_busy(machine: dict[str, Any]) -> str | None:
+    """Why the ceiling was measured on a busy machine (other processes on its cores, or repeats spread), or None."""
+    repeats, spread = machine.get("gemm_repeats") or [], machine.get("gemm_spread")
+    others = machine.get("gemm_others_share")
+    if others is not None and others > OTHERS_SHARE:
+        return f"other processes took {100 * others:.0f}% of the budget's cores while the ceiling was measured"
     if spread is not None and spread > CEILING_SPREAD:
         return (
             f"the ceiling's repeats spread by {100 * spread:.0f}% ({min(repeats):.0f}-{max(repeats):.0f} GFLOP/s), "

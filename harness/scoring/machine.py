@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -91,6 +92,13 @@ def _measure_here(repeats: int = REPEATS) -> list[float]:
 
 def measure_gemm(cores: int, repeats: int = REPEATS) -> list[float]:
     """The float32 GEMM rate of each repeat under a budget of `cores`, measured in a fresh, isolated process."""
+    return _measure_gemm(cores, repeats)[0]
+
+
+def _measure_gemm(cores: int, repeats: int) -> tuple[list[float], float]:
+    """Each repeat's rate, and the share of the budget's core-seconds other processes took meanwhile."""
+    from harness.trial.disturbance import cpu_sample
+
     cpus = budget_cpus(cores)
     env = {**os.environ, **thread_env(cores), "PYTHONPATH": PROJECT_ROOT}
     code = (
@@ -99,12 +107,20 @@ def measure_gemm(cores: int, repeats: int = REPEATS) -> list[float]:
     )
     # -s -P and cwd /: neither the caller's folder nor a user site can shadow a module the measurement imports
     command = [sys.executable, "-s", "-P", "-c", code]
+    before, children, start = cpu_sample(cpus), _children_cpu(), time.perf_counter()
     try:
         out = subprocess.run(command, env=env, capture_output=True, text=True, check=True, cwd="/")
     except subprocess.CalledProcessError as err:
         last = (err.stderr.strip().splitlines() or [str(err)])[-1]
         raise LoopbenchError(f"the GEMM measurement failed: {last}") from None
-    return [float(v) for v in json.loads(out.stdout.strip().splitlines()[-1])]
+    after, wall = cpu_sample(cpus), time.perf_counter() - start
+    others = (after.busy_s - before.busy_s) - (_children_cpu() - children) - (after.own_s - before.own_s)
+    return [float(v) for v in json.loads(out.stdout.strip().splitlines()[-1])], max(others, 0.0) / (cores * wall)
+
+
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def measure_gemm_gflops(cores: int) -> float:
@@ -142,10 +158,11 @@ def describe(cores: int, measure: bool = True) -> dict[str, Any]:
         "cpu_flags": cpu_flags(),
     }
     if measure:
-        repeats = measure_gemm(cores)
+        repeats, others_share = _measure_gemm(cores, REPEATS)
         info["gemm_gflops"] = round(statistics.median(repeats), 2)
         info["gemm_repeats"] = [round(r, 2) for r in repeats]
         info["gemm_spread"] = round(spread(repeats), 4)
+        info["gemm_others_share"] = round(others_share, 4)
     return info
 
 

@@ -54,7 +54,7 @@ def make_setting(
     machine refuses the setting under the refuse policy."""
     data.check_corpus_fits(corpus, workload.task())
     machine = describe(budget.cores) if measure else {}
-    why = ceiling_busy(machine.get("gemm_repeats", []), machine.get("gemm_spread")) if measure else None
+    why = ceiling_busy(machine) if measure else None
     if why and busy == "refuse":
         raise refusal("the ceiling could not be measured", why)
     return Setting(workload, budget, corpus, machine, busy)

@@ -43,8 +43,14 @@ def test_others_cpu_is_busy_time_less_the_run_and_the_harness():
 def test_probes_below_the_ceiling_and_a_spread_ceiling_say_busy():
     assert disturbance.probes_busy([290.0, 280.0], 300.0) is None
     assert "probe ran at 150 GFLOP/s" in disturbance.probes_busy([290.0, 150.0], 300.0)
-    assert disturbance.ceiling_busy([290, 300, 310], 0.066) is None
-    assert "spread by 80%" in disturbance.ceiling_busy([100, 300, 340], 0.8)
+    assert (
+        disturbance.ceiling_busy({"gemm_repeats": [290, 300, 310], "gemm_spread": 0.066, "gemm_others_share": 0.01})
+        is None
+    )
+    assert "spread by 80%" in disturbance.ceiling_busy({"gemm_repeats": [100, 300, 340], "gemm_spread": 0.8})
+    assert "took 45% of the budget's cores" in disturbance.ceiling_busy(
+        {"gemm_spread": 0.01, "gemm_others_share": 0.45}
+    )
 
 
 def test_the_refusal_is_a_one_line_machine_busy_with_its_own_exit_code():
