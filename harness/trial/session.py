@@ -14,6 +14,7 @@ A session has three phases, each a method: `setup` (imports and prepare, capped,
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -119,7 +120,8 @@ class TrialSession:
         elif error is not None and error.phase == "protocol":
             self.outcome.fail(Check.PROTOCOL, error.message)
         elif error is not None:
-            self.outcome.fail(Check.CRASH, f"crashed during {error.phase}: {error.message}{limit}")
+            where = _where_in(error.detail, str(self.worker.root / "submission"))
+            self.outcome.fail(Check.CRASH, f"crashed during {error.phase}: {error.message}{where}{limit}")
         else:
             self.outcome.fail(Check.CRASH, f"crashed during {phase}: {self.worker.how_it_ended()}{limit}")
         return False
@@ -257,6 +259,19 @@ class TrialSession:
                 f"used more CPU than its budget: {out.cpu_seconds:.1f} CPU-s in {out.seconds:.1f} s "
                 f"on {cores} core{'s' if cores > 1 else ''}",
             )
+
+
+def _where_in(traceback_text: str, folder: str) -> str:
+    """' (at FILE, line N, in FUNCTION)' of the innermost frame of a traceback in the submission's folder."""
+    found = ""
+    for line in traceback_text.splitlines():
+        match = _FRAME.match(line)
+        if match and match["file"].startswith(folder + os.sep):
+            found = f" (at {match['file'][len(folder) + 1 :]}, line {match['line']}, in {match['function']})"
+    return found
+
+
+_FRAME = re.compile(r'\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)')
 
 
 def run_trial(
