@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from harness.errors import LoopbenchError
+from harness.task.cli import task_app
 
 if TYPE_CHECKING:
     from harness.contract.spec import Workload
@@ -25,6 +26,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(task_app, name="task")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
 WorkloadOpt = Annotated[
@@ -186,6 +188,7 @@ def check(
     from harness.contract.submission import load_submission
     from harness.scoring.executors import open_executor
     from harness.scoring.results import check as run_check
+    from harness.task.snapshot import snapshot_attempt
 
     sub = load_submission(submission)
     setting = _setting(load_workload(workload), corpus, cores, memory, timeout, executor, address)
@@ -201,6 +204,7 @@ def check(
             f"peak {run.peak_memory_mib or 0:.0f} MiB"
         )
     _emit(as_json, result.model_dump(mode="json"), text)
+    snapshot_attempt(submission, "check", result.verdict, text.splitlines()[0])  # inside a task workspace only
     raise typer.Exit(0 if result.verdict == "accepted" else 1)
 
 
@@ -232,6 +236,7 @@ def score(
     from harness.records.outputs import ScoreOutput
     from harness.scoring.executors import open_executor
     from harness.scoring.results import score as run_score
+    from harness.task.snapshot import snapshot_attempt
 
     subs = [load_submission(s) for s in submissions]
     setting = _setting(load_workload(workload), corpus, cores, memory, timeout, executor, address)
@@ -254,6 +259,8 @@ def score(
                 f"{r.submission} on {r.workload}: REJECTED: {r.reason}" + (f"\n  hint: {r.hint}" if r.hint else "")
             )
     _emit(as_json, [r.model_dump(mode="json") for r in outcome], "\n".join(lines))
+    for folder, r, line in zip(submissions, outcome, lines, strict=True):
+        snapshot_attempt(folder, "score", r.verdict, line.splitlines()[0])  # inside a task workspace only
     raise typer.Exit(0 if all(r.verdict == "accepted" for r in outcome) else 1)
 
 
