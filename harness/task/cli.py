@@ -164,6 +164,8 @@ def grade(
         graded = grade_attempt(
             folder, _headlines(workload), results, trials, every, variants, system, ladder, sys.stderr.isatty()
         )
+    for warning in graded.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     final_score = graded.score(graded.final)
     lines = [_state_line(graded, i) for i in range(len(graded.states))]
     lines.append(

@@ -44,7 +44,7 @@ def _fill(template: str, marker: Marker) -> str:
     headline = ", ".join(f"`{name}`" for name in marker.headline)
     variants = (
         "\n".join(f"- `{path}`" for path in marker.public_variants)
-        or "- none in this workspace: make your own by changing the sizes in a copy of a workload file"
+        or "- no public variant in this workspace: make your own by changing the sizes in a copy of the headline's file"
     )
     return (
         template.replace("{{headline}}", headline)

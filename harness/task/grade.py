@@ -52,6 +52,7 @@ class Graded:
     """Each state's records, by the state's index, in the order of `plan`."""
     paths: list[Path] = field(default_factory=list)
     timeline: Path | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def final(self) -> State:
@@ -176,6 +177,11 @@ def grade_attempt(
             raise LoopbenchError(f"the first commit of {workspace} holds no valid {MARKER}: not a task export")
         states = graded_states(clone, workspace, SUBMISSION, marker.started(), every, Path(tmp) / "states")
         graded = Graded(first[:12], utc_now(), states, plan, _score_plan(states, plan, trials, progress))
+    if marker.headline != [w.name for w in headlines]:
+        graded.warnings.append(
+            f"the workspace was exported with the headline {', '.join(marker.headline)}; graded on "
+            f"{', '.join(w.name for w in headlines)} (--workload)"
+        )
     _annotate(graded, _system(states, system))
     graded.paths = [write_record(r, results) for s in states for r in graded.records[s.index]]
     graded.timeline = write_timeline(results, graded.attempt, ladder or results, timeline_path(results, graded.attempt))

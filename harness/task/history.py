@@ -94,23 +94,33 @@ class Clone:
 
     def extract(self, commit: str, folder: str, target: Path) -> None:
         """`folder` as it is in `commit`, written under `target` (created); StateError where it cannot be graded."""
-        listing = self._run("ls-tree", "-r", "-z", "--full-tree", commit, "--", f"{folder}/")
+        listing = self._run("ls-tree", "-r", "-l", "-z", "--full-tree", commit, "--", f"{folder}/")
         entries = [e for e in listing.stdout.decode("utf-8", errors="replace").split("\0") if e]
         if listing.returncode != 0 or not entries:
             raise StateError(f"the snapshot holds no {folder}/")
         files: list[tuple[str, str, str]] = []
+        total = 0
         for entry in entries:
             meta, path = entry.split("\t", 1)
-            mode, kind, blob = meta.split()
-            relative = path[len(folder) + 1 :]
+            mode, kind, blob, size = meta.split()
+            relative = _inside(path[len(folder) + 1 :], folder)
             if kind != "blob" or mode == "120000":
                 what = "a submodule" if kind == "commit" else "a symbolic link"
                 raise StateError(f"the snapshot's {folder}/ holds {what}: {relative}")
             if not any(part in SKIPPED for part in Path(relative).parts):
                 files.append((mode, blob, relative))
-        _check_size(len(files), 0, folder)
+                total += int(size)
+        _check_size(len(files), total, folder)
         batch = self._run("cat-file", "--batch", stdin="".join(f"{b}\n" for _, b, _ in files).encode())
         _write_blobs(batch.stdout, files, target, folder)
+
+
+def _inside(relative: str, folder: str) -> str:
+    """A path of a snapshot's tree, refused unless it names a place inside the folder."""
+    parts = relative.split("/")
+    if not relative or relative.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise StateError(f"the snapshot's {folder}/ holds a path that leads outside it: {relative!r}")
+    return relative
 
 
 def _check_size(count: int, size: int, folder: str) -> None:
@@ -122,19 +132,19 @@ def _check_size(count: int, size: int, folder: str) -> None:
 
 def _write_blobs(stream: bytes, files: list[tuple[str, str, str]], target: Path, folder: str) -> None:
     """The answer of `git cat-file --batch` (a header line, the bytes, a newline per blob) as the files."""
-    offset, total = 0, 0
+    offset = 0
     target.mkdir(parents=True)
     for mode, _, relative in files:
-        end = stream.index(b"\n", offset)
-        size = int(stream[offset:end].split()[2])
-        body = stream[end + 1 : end + 1 + size]
-        offset = end + 2 + size
-        total += size
-        _check_size(0, total, folder)
+        end = stream.find(b"\n", offset)
+        header = stream[offset:end].split()
+        if end < 0 or len(header) != 3 or not header[2].isdigit():
+            raise StateError(f"the snapshot's history is incomplete: {relative} cannot be read")
+        size = int(header[2])
         path = target / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body)
+        path.write_bytes(stream[end + 1 : end + 1 + size])
         path.chmod(0o755 if mode == "100755" else 0o644)
+        offset = end + 2 + size
 
 
 def copy_folder(source: Path, target: Path, folder: str) -> None:

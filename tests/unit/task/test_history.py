@@ -148,3 +148,25 @@ def test_the_content_hash_is_of_the_files_alone(tmp_path):
     assert content_hash(tmp_path / "a") == content_hash(tmp_path / "b")
     (tmp_path / "b" / "train.py").write_text("x = 2\n")
     assert content_hash(tmp_path / "a") != content_hash(tmp_path / "b")
+
+
+def test_a_crafted_tree_cannot_write_outside_the_states_folder(workspace, tmp_path):
+    """git's plumbing accepts a tree entry named '..'; the grade refuses the state instead of following it."""
+
+    def plumbing(*args: str, stdin: str = "") -> str:
+        done = subprocess.run(["git", *args], cwd=workspace, input=stdin, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    mine = plumbing("ls-tree", "HEAD:submissions/mine")
+    escape = plumbing("hash-object", "-w", "--stdin", stdin="written outside\n")
+    tree = plumbing("mktree", stdin=f"{mine}\n100644 blob {escape}\t..\n")
+    submissions = plumbing("mktree", stdin=f"040000 tree {tree}\tmine\n")
+    root = "\n".join(line for line in plumbing("ls-tree", "HEAD").splitlines() if not line.endswith("\tsubmissions"))
+    top = plumbing("mktree", stdin=f"{root}\n040000 tree {submissions}\tsubmissions\n")
+    message = "crafted\n\nLoopbench-Snapshot: check\nLoopbench-Folder: submissions/mine\n"
+    commit = plumbing("-c", "user.name=x", "-c", "user.email=x@y", "commit-tree", top, "-p", "HEAD", "-m", message)
+    plumbing("update-ref", "HEAD", commit)
+    found = states(workspace, tmp_path, every=1)
+    crafted = next(s for s in found if s.state == commit)
+    assert crafted.submission is None and "leads outside" in (crafted.error or "")
+    assert not any(p.name == ".." or p.read_bytes() == b"written outside\n" for p in tmp_path.rglob("*") if p.is_file())
