@@ -71,8 +71,11 @@ def export(
     ] = 0,
     as_json: JsonFlag = False,
 ) -> None:
-    """Make a fresh git repository for one attempt: the brief, the reference, a starting submissions/mine/ and
-    the headline workloads, and nothing else of the project."""
+    """Make a fresh git repository for one attempt: the brief, the reference, submissions/mine, the workloads.
+
+    Nothing else of the project goes in: no shipped submission, test, record or note. Give the folder to the
+    attempt; when its time is up, grade it from outside with `loopbench task grade`.
+    """
     from harness.task.export import export_workspace
 
     with _one_line_errors():
@@ -153,10 +156,10 @@ def grade(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Re-score an attempt outside its workspace: its final state and every K-th snapshot, on fresh seeds, on the
-    headline and held-out variants; write the records (kind agent) and the timeline page.
+    """Re-score an attempt from outside its workspace; write its records (kind agent) and its timeline page.
 
-    Exit 0 when the final state is accepted, 1 when it is rejected.
+    The final state and every K-th snapshot are copied out of the workspace and scored on fresh seeds, on the
+    headline and on held-out variants drawn now. Exit 0 when the final state is accepted, 1 when it is rejected.
     """
     from harness.task.grade import grade_attempt
 
