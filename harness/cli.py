@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from harness.errors import LoopbenchError
+from harness.task.cli import task_app
 
 if TYPE_CHECKING:
     from harness.contract.spec import Workload
@@ -26,6 +27,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(task_app, name="task")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
 WorkloadOpt = Annotated[
@@ -214,12 +216,15 @@ def check(
     from harness.contract.submission import load_submission
     from harness.scoring.executors import open_executor
     from harness.scoring.results import check as run_check
+    from harness.task.snapshot import snapshot_attempt
 
     sub = load_submission(submission)
     setting = _setting(load_workload(workload), corpus, cores, memory, timeout, executor, address, busy="record")
     with open_executor(executor.value, address) as ex:
         result = run_check(sub, setting, seed=seed, executor=ex)
-    _emit(as_json, result.model_dump(mode="json"), result.text())
+    text = result.text()
+    _emit(as_json, result.model_dump(mode="json"), text)
+    snapshot_attempt(submission, "check", result.verdict, text.splitlines()[0])  # inside a task workspace only
     raise typer.Exit(0 if result.verdict == "accepted" else 1)
 
 
@@ -252,6 +257,7 @@ def score(
     from harness.records.outputs import ScoreOutput
     from harness.scoring.executors import open_executor
     from harness.scoring.results import score as run_score
+    from harness.task.snapshot import snapshot_attempt
 
     subs = [load_submission(s) for s in submissions]
     setting = _setting(load_workload(workload), corpus, cores, memory, timeout, executor, address, busy.value)
@@ -260,7 +266,10 @@ def score(
             ScoreOutput.of(rec, str(path) if path else None)
             for rec, path in run_score(subs, setting, trials, results, executor=ex)
         ]
-    _emit(as_json, [r.model_dump(mode="json") for r in outcome], "\n".join(r.text() for r in outcome))
+    lines = [r.text() for r in outcome]
+    _emit(as_json, [r.model_dump(mode="json") for r in outcome], "\n".join(lines))
+    for folder, r, line in zip(submissions, outcome, lines, strict=True):
+        snapshot_attempt(folder, "score", r.verdict, line.splitlines()[0])  # inside a task workspace only
     raise typer.Exit(0 if all(r.verdict == "accepted" for r in outcome) else 1)
 
 

@@ -32,3 +32,50 @@ def scored_results(tmp_path_factory: pytest.TempPathFactory, tiny_setting: Setti
     results = tmp_path_factory.mktemp("scored")
     score([load_submission(root / s) for s in SCORED], tiny_setting, trials=2, results_dir=results, progress=False)
     return results
+
+
+HONEST_EDIT = (
+    "    return out, (xhat, rstd)\n",
+    "    return out, (xhat, rstd)\n\n\ndef layernorm_forward(x, g, b):  # vectorised over every position\n"
+    "    mean = x.mean(axis=-1, keepdims=True)\n"
+    "    xhat = (x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + LN_EPS)\n"
+    "    return xhat * g + b, (xhat, 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=-1) + LN_EPS))\n",
+)
+"""An honest change to the reference: LayerNorm's forward pass without its loops."""
+HEADLINE_SIZES_EDIT = ("attention_forward(qkv, task.n_head)", "attention_forward(qkv, 2)")
+"""A submission that hard-codes the headline's head count (tiny has 2): right on tiny, wrong on any other H."""
+
+
+@pytest.fixture(scope="session")
+def graded_attempt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """An attempt graded by `loopbench task grade` on tiny: an honest snapshot (as `check` inside the workspace
+    commits it), then a final state left unchecked that hard-codes tiny's head count. Read it, never write."""
+    import json
+
+    from harness.task.snapshot import commit_snapshot
+    from tests.helpers import invoke
+
+    root = tmp_path_factory.mktemp("attempt")
+    workspace, results = root / "T", root / "results"
+    assert invoke("task", "export", workspace, "--workload", "tiny").exit_code == 0
+    train = workspace / "submissions" / "mine" / "train.py"
+    train.write_text(train.read_text().replace(*HONEST_EDIT))
+    line = commit_snapshot(train.parent, "check", "accepted", "mine on tiny: ACCEPTED")
+    assert line and line.startswith("snapshot "), line
+    train.write_text(train.read_text().replace(*HEADLINE_SIZES_EDIT))
+    graded = invoke(
+        "task",
+        "grade",
+        workspace,
+        "--workload",
+        "tiny",
+        "--trials",
+        "1",
+        "--results",
+        results,
+        "--busy",
+        "record",
+        "--json",
+    )
+    assert graded.exit_code == 1, graded.output  # the final state is rejected on the variants
+    return {"workspace": workspace, "results": results, "grade": json.loads(graded.stdout)}

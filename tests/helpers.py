@@ -135,3 +135,63 @@ def assert_trains_the_task(folder: Path, setting: Any, seed: int = 11) -> Any:
     hint = f"\n  hint: {result.hint}" if result.hint else ""
     assert result.verdict == "accepted", f"{folder.name} is rejected: {result.reason}{hint}"
     return result
+
+
+# ---------------------------------------------------------------- the sealed task: what a workspace must not hold
+
+ANSWER_FOLDERS = ("submissions", "tests/honest", "tests/adversarial/attacks")
+"""Where the project keeps code that solves the task or one change away from it: every file below is an answer."""
+NOTES = ("results", "docs", "bench", "AGENT_TASK.md")
+"""Records, notes, benchmarks and the project's own brief: they point at answers."""
+MIN_LINE = 16
+"""Normalised source lines shorter than this (`return x`, `import torch`) say nothing about where code came from."""
+
+
+def _files(path: Path) -> list[Path]:
+    found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return [p for p in found if "__pycache__" not in p.parts and p.suffix != ".pyc"]
+
+
+def forbidden_files() -> dict[str, list[Path]]:
+    """The project's answers and notes, listed from the tree itself: a new shipped submission is in by itself."""
+    answers = [f for folder in ANSWER_FOLDERS for f in _files(PROJECT / folder)]
+    notes = [f for name in NOTES if (PROJECT / name).exists() for f in _files(PROJECT / name)]
+    return {"answers": answers, "notes": notes}
+
+
+def source_lines(path: Path) -> set[str]:
+    """A file's lines with white space folded, comment lines and short lines left out; none for binary files."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError):
+        return set()
+    lines = {" ".join(line.split()) for line in text.splitlines()}
+    return {line for line in lines if len(line) >= MIN_LINE and not line.startswith(("#", "//"))}
+
+
+def copied_answers(folder: Path, skip: tuple[str, ...] = (".git",)) -> list[str]:
+    """Files under `folder` that hold a forbidden file's bytes, or more than two of an answer's own source lines
+    (lines the naive reference also has are everyone's); one line per finding, empty when there is none."""
+    import hashlib
+
+    def digest(p: Path) -> str:
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+
+    forbidden = forbidden_files()
+    reference = set().union(*(source_lines(p) for p in _files(PROJECT / "reference_loop")))
+    by_bytes = {digest(p): p for group in forbidden.values() for p in group if p.stat().st_size > 0}
+    answers = {p: source_lines(p) - reference for p in forbidden["answers"]}
+    findings = []
+    for path in _files(folder):
+        if set(path.relative_to(folder).parts) & set(skip):
+            continue
+        where = path.relative_to(folder)
+        if path.stat().st_size and digest(path) in by_bytes:
+            findings.append(f"{where} is a copy of {by_bytes[digest(path)].relative_to(PROJECT)}")
+            continue
+        lines = source_lines(path)
+        for answer, own in answers.items():
+            shared = lines & own
+            if len(shared) > 2:
+                findings.append(f"{where} shares {len(shared)} lines with {answer.relative_to(PROJECT)}")
+    return findings

@@ -173,6 +173,38 @@ class CorpusRef(_Model):
     sha256: str
 
 
+class AttemptInfo(_Model):
+    """Where a record of `loopbench task grade` comes from: one state of a sealed-task attempt (SPEC §9).
+
+    Everything here but the content hash and the scores comes from the attempt's workspace, which the
+    evaluator does not trust: it only says which states to grade and when the workspace claims it reached
+    them. What ran is the state's files (hashed in `content_hash`), re-scored on fresh seeds."""
+
+    id: str
+    """The attempt: the first 12 hex digits of the workspace's first commit (the export)."""
+    graded: str
+    """UTC time of the `task grade` that wrote this record, ISO 8601; the records of one grade share it."""
+    state: str
+    """The snapshot commit whose submission folder was graded, or "working-tree" for the folder as left."""
+    index: int
+    """Position of the state among the graded states of the attempt, from 1, in the order reached."""
+    final: bool
+    """The attempt's final state: the submission folder as the attempt left it."""
+    elapsed_seconds: float
+    """Seconds from the export to the state, as the workspace's history states them (the snapshot commit's
+    time; for a final state edited after its last snapshot, its files' modification time)."""
+    content_hash: str
+    """SHA-256 over the state's files (each path and the SHA-256 of its bytes): the code that was graded."""
+    headline: str
+    """The headline workload this record's workload is, or is a held-out variant of."""
+    variant_seed: int | None = None
+    """The seed the held-out variant was drawn from at grade time (never seen by the workspace); None on the
+    headline itself."""
+    score: float | None = None
+    """The state's score: the geometric mean of its speedups over the headline and every variant of this grade;
+    None when any of them is rejected. The same in every record of the state."""
+
+
 class RunRecord(_Model):
     """One (submission, workload, run) of `loopbench score`: every trial and the verdict over them."""
 
@@ -216,3 +248,5 @@ class RunRecord(_Model):
     """Achieved FLOP rate of the submission over the measured GEMM rate."""
     disturbed_runs: int = 0
     """Runs kept although the machine disturbed them (`score --busy record`): a record with any is no score."""
+    attempt: AttemptInfo | None = None
+    """Set on the records of `loopbench task grade`: the attempt, its state and the state's elapsed time."""

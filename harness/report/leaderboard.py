@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.report import plots
-from harness.report.html import esc, figure, page
+from harness.report.attempts import ATTEMPTS_NOTE, attempt_rows, attempts_table
+from harness.report.html import Table, esc, figure, page
 from harness.report.standings import Machine, Section, group, load
 from harness.scoring.stats import HUMAN_REFERENCE
 
@@ -68,7 +69,7 @@ def _intro(count: int) -> str:
     )
 
 
-def markdown(machines: list[Machine], count: int) -> str:
+def markdown(machines: list[Machine], count: int, graded: Table | None = None) -> str:
     lines = [
         "# loopbench leaderboard",
         "",
@@ -81,7 +82,7 @@ def markdown(machines: list[Machine], count: int) -> str:
         "Charts (speedups on a log axis, loss curves) are in `leaderboard.html`.",
         "",
     ]
-    if not machines:
+    if not machines and not (graded and graded.rows):
         lines += ["No records yet: `loopbench score` writes them.", ""]
     for machine in machines:
         lines += [f"## Machine: {machine.title}", ""]
@@ -91,6 +92,8 @@ def markdown(machines: list[Machine], count: int) -> str:
                 lines += [table.markdown()]
             if any(r["latest_attempt_rejected"] for r in section.accepted_rows()):
                 lines += ["† the latest attempt of this submission was rejected (see Rejected attempts).", ""]
+    if graded is not None and graded.rows:
+        lines += ["## The sealed task: graded attempts", "", ATTEMPTS_NOTE, "", graded.markdown()]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -99,14 +102,14 @@ def _inline(text: str) -> str:
     return re.sub(r"`([^`]*)`", r"<code>\1</code>", esc(text))
 
 
-def html(machines: list[Machine], count: int) -> str:
+def html(machines: list[Machine], count: int, graded: Table | None = None) -> str:
     body = [
         "<h1>loopbench leaderboard</h1>\n",
         f'<p class="meta">{_inline(_intro(count))}</p>\n',
         f'<p class="note">{_inline(RULES)}</p>\n',
         f'<p class="note">{_inline(CONTEXT_NOTE)}</p>\n',
     ]
-    if not machines:
+    if not machines and not (graded and graded.rows):
         body.append("<p>No records yet: <code>loopbench score</code> writes them.</p>\n")
     else:
         body.append(
@@ -143,6 +146,12 @@ def html(machines: list[Machine], count: int) -> str:
                 ),
                 rejected.html(),
             ]
+    if graded is not None and graded.rows:
+        body += [
+            "<h2>The sealed task: graded attempts</h2>\n",
+            f'<p class="note">{_inline(ATTEMPTS_NOTE)}</p>\n',
+            graded.html(),
+        ]
     return page("loopbench leaderboard", "".join(body))
 
 
@@ -150,14 +159,16 @@ def write_leaderboard(results_dir: str | Path) -> dict[str, Any]:
     """Write LEADERBOARD.md and leaderboard.html into results_dir from results_dir/runs; what `--json` prints."""
     root = Path(results_dir)
     found, skipped = load(root)
-    machines = group(found)
+    machines = group([f for f in found if f[1].attempt is None])  # graded attempts have a table of their own
+    graded = attempts_table(found)
     md_path, html_path = root / MARKDOWN_NAME, root / HTML_NAME
-    md_path.write_bytes(markdown(machines, len(found)).encode("utf-8"))
-    html_path.write_bytes(html(machines, len(found)).encode("utf-8"))
+    md_path.write_bytes(markdown(machines, len(found), graded).encode("utf-8"))
+    html_path.write_bytes(html(machines, len(found), graded).encode("utf-8"))
     return {
         "records": len(found),
         "skipped": skipped,
         "markdown": str(md_path),
         "html": str(html_path),
         "sections": [s.as_json() for m in machines for s in m.sections],
+        "attempts": attempt_rows(found),
     }

@@ -242,3 +242,66 @@ def usage_chart(
             ax.grid(axis="x", visible=False)
             ax.legend(fontsize=7.5, loc="upper right", ncol=3)
         return _svg(fig, prefix)
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    minutes: float
+    """Time since the attempt's start."""
+    score: float | None
+    """The state's score; None when it was rejected."""
+    label: str
+
+
+def _best_so_far(ax: Any, accepted: Sequence[TimelinePoint], end: float) -> None:
+    best, xs, ys = 0.0, [], []
+    for p in accepted:
+        best = max(best, p.score or 0.0)
+        xs.append(p.minutes)
+        ys.append(best)
+    ax.step([*xs, end], [*ys, ys[-1]], where="post", color=PALETTE[0], linewidth=2.0, label="best so far")
+    ax.plot(xs, [p.score or 1.0 for p in accepted], "o", color=PALETTE[0], markersize=5, label="accepted state")
+
+
+def _levels(ax: Any, levels: Sequence[tuple[float, str, str, Any]], end: float) -> None:
+    """Horizontal reference lines, each labelled above it at the right (value, label, colour, line style)."""
+    for value, label, colour, style in levels:
+        ax.axhline(value, color=colour, linestyle=style, linewidth=1.0)
+        ax.text(end, value, f"{label} ", ha="right", va="bottom", fontsize=7, color=colour)
+
+
+def timeline_chart(
+    points: Sequence[TimelinePoint], rungs: Sequence[ContextLine], human: float, human_label: str, prefix: str
+) -> str:
+    """Best accepted score against time as a step line, each state a point, rejected ones crossed at the foot."""
+    accepted = [p for p in points if p.score]
+    with _style():
+        fig = Figure(figsize=(WIDTH, 4.2), layout="constrained")
+        ax = fig.add_subplot()
+        ax.set_yscale("log")
+        values = [p.score or 1.0 for p in accepted] + [human, 1.0] + [r.value for r in rungs]
+        low, high = min(values) / 1.6, max(values) * 1.7
+        end = max([p.minutes for p in points] + [1.0]) * 1.06
+        ax.set_xlim(0, end)
+        ax.set_ylim(low, high)
+        if accepted:
+            _best_so_far(ax, accepted, end)
+        foot = low * 1.12
+        rejected = [p.minutes for p in points if not p.score]
+        if rejected:
+            ax.plot(rejected, [foot] * len(rejected), "x", color="#b2182b", markersize=7, markeredgewidth=1.8,
+                    label="rejected state (reasons in the table)")  # fmt: skip
+        for p in points:
+            ax.annotate(p.label, (p.minutes, p.score or foot), xytext=(0, 6), textcoords="offset points", ha="center",
+                        fontsize=7)  # fmt: skip
+        dashed = (0, (4, 3))
+        _levels(ax, [(human, human_label, KIND_COLOURS["human"], "solid")], end)
+        _levels(ax, [(r.value, r.label, "#666666", dashed) for r in rungs], end)
+        if not points:
+            ax.text(0.5, 0.5, "no graded state", transform=ax.transAxes, ha="center", color="#777777")
+        ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        _plain_log_labels(ax.yaxis, "x")
+        ax.set_xlabel("time since the export (minutes)")
+        ax.set_ylabel("score (log scale)")
+        ax.legend(fontsize=7.5, loc="upper left")
+        return _svg(fig, prefix)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -93,7 +94,9 @@ def _read_only_but_the_trial(libc: Any, trial_root: str, shm_mib: int) -> None:
     for point, _ in mount_points():
         if not is_private(point, trial_root):
             _mount(libc, None, point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-    held = os.open(trial_root, os.O_PATH | os.O_DIRECTORY)  # the trial's folder, before /tmp is covered
+    # what the worker must still see under the folders about to be covered: its trial folder (writable) and
+    # the Python it runs, its libraries and the harness (read-only), wherever they are installed
+    kept = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in _under_private(trial_root)}
     try:
         for point in PRIVATE_TMPFS:
             if os.path.isdir(point) and not os.path.islink(point):
@@ -101,11 +104,25 @@ def _read_only_but_the_trial(libc: Any, trial_root: str, shm_mib: int) -> None:
                 _mount(
                     libc, b"tmpfs", point.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={size}m".encode()
                 )
-        if not os.path.isdir(trial_root):  # it lived under one of them: show it again at its own path
-            os.makedirs(trial_root, exist_ok=True)
-            _mount(libc, f"/proc/self/fd/{held}".encode(), root, None, MS_BIND | MS_REC)
+        for path, fd in kept.items():  # shown again at their own paths, as they were
+            if not os.path.isdir(path):
+                os.makedirs(path, exist_ok=True)
+                _mount(libc, f"/proc/self/fd/{fd}".encode(), path.encode(), None, MS_BIND | MS_REC)
     finally:
-        os.close(held)
+        for fd in kept.values():
+            os.close(fd)
+
+
+def _under_private(trial_root: str) -> list[str]:
+    """The trial folder and every folder of this Python (its prefix, its sys.path) that lies under a folder the
+    sandbox covers with a fresh tmpfs, shortest first (a folder inside another is shown with it)."""
+    candidates = [trial_root, sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), *sys.path]
+    found: list[str] = []
+    for path in sorted({os.path.realpath(p) for p in candidates if p and os.path.isdir(p)}, key=len):
+        covered = any(path == point or path.startswith(point + "/") for point in PRIVATE_TMPFS)
+        if covered and not any(path == f or path.startswith(f + "/") for f in found):
+            found.append(path)
+    return found
 
 
 def _fork_supervisor(libc: Any, channel_fds: tuple[int, ...]) -> None:

@@ -107,9 +107,39 @@ def _record(
     rejected = next((t for t in trials if not t.submission.accepted), None)
     base_times = [t.baseline.seconds for t in trials if t.baseline and t.baseline.seconds]
     sub_times = [t.submission.seconds or 0.0 for t in trials]
-    rec = RunRecord(
+    rec = _frame(
+        submission_info(sub),
+        baseline,
+        setting,
+        trials,
+        nodes,
+        rejected="" if rejected is None else f"trial {rejected.index + 1}: {rejected.submission.reason}",
+    )
+    rec.baseline_median_seconds = stats.median(base_times)
+    if rejected is None:
+        timed_on = [t.node or "" for t in trials]
+        s = stats.speedup(base_times, sub_times, timed_on)
+        lo, hi = stats.speedup_interval(base_times, sub_times, timed_on)
+        med = stats.median(sub_times)
+        rec.speedup, rec.speedup_ci, rec.x_human = s, [lo, hi], stats.x_human(s)
+        rec.submission_median_seconds = med
+        rec.achieved_gflops = setting.flops / med / 1e9
+        rec.ceiling_fraction = setting.ceiling_fraction(med)
+    return rec
+
+
+def _frame(
+    info: SubmissionInfo,
+    baseline: Submission,
+    setting: Setting,
+    trials: list[TrialRecord],
+    nodes: dict[str, Machine],
+    rejected: str,
+) -> RunRecord:
+    """A record's facts but the statistics: accepted when `rejected` (the reason) is empty."""
+    return RunRecord(
         created=utc_now(),
-        submission=submission_info(sub),
+        submission=info,
         baseline=submission_info(baseline),
         workload=setting.workload,
         budget=setting.budget,
@@ -122,17 +152,11 @@ def _record(
         floor_seconds=setting.floor_seconds,
         trials=trials,
         verdict="rejected" if rejected else "accepted",
-        reason=(f"trial {rejected.index + 1}: {rejected.submission.reason}" if rejected else "every trial accepted"),
-        baseline_median_seconds=stats.median(base_times),
+        reason=rejected or "every trial accepted",
         disturbed_runs=sum(_disturbed(t.baseline) + _disturbed(t.submission) for t in trials),
     )
-    if rejected is None:
-        timed_on = [t.node or "" for t in trials]
-        s = stats.speedup(base_times, sub_times, timed_on)
-        lo, hi = stats.speedup_interval(base_times, sub_times, timed_on)
-        med = stats.median(sub_times)
-        rec.speedup, rec.speedup_ci, rec.x_human = s, [lo, hi], stats.x_human(s)
-        rec.submission_median_seconds = med
-        rec.achieved_gflops = setting.flops / med / 1e9
-        rec.ceiling_fraction = setting.ceiling_fraction(med)
-    return rec
+
+
+def unrun_record(info: SubmissionInfo, setting: Setting, reason: str) -> RunRecord:
+    """The record of a folder that could not be run at all (it is not a valid submission): rejected, no trial."""
+    return _frame(info, reference_submission(), setting, [], {}, rejected=reason)

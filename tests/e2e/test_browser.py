@@ -164,6 +164,19 @@ def test_a_run_page_renders_every_table_and_chart(chromium, screenshots, scored_
     check_png(png, height)
 
 
+def test_an_attempts_timeline_renders_its_chart_and_tables(chromium, screenshots, graded_attempt):
+    page = Path(graded_attempt["grade"]["timeline"])
+    dom = chromium.dom(page)
+    seen = rendered(dom)
+    assert {"states", "workloads", "ladder"} <= seen.tables
+    assert {"timeline"} <= seen.charts
+    for text in ("human reference 4x (published, different harness)", "best so far", "rejected state", "working tree"):
+        assert text in dom
+    png, height = screenshots / "timeline.png", 1400
+    chromium.screenshot(page, png, height)
+    check_png(png, height)
+
+
 def test_no_browser_means_a_skip_that_says_so(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("PATH", os.fspath(tmp_path_factory.mktemp("empty-path")))
     with pytest.raises(pytest.skip.Exception, match="no browser"):
