@@ -179,15 +179,15 @@ def n_params(task: Task) -> int:
     return total
 
 
-def parse_memory_mib(text: str) -> int:
+def parse_memory_mib(text: str, what: str = "memory size") -> int:
     """'4096' (MiB), '512M', '4G', '4GiB' -> MiB."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
     if not match:
-        raise LoopbenchError(f"memory size '{text}' is not a size like 4G, 512M or 4096 (MiB)")
+        raise LoopbenchError(f"{what} '{text}' is not a size like 4G, 512M or 4096 (MiB)")
     number, unit = float(match[1]), match[2].upper() or "M"
     mib = number * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
     if mib < 1:
-        raise LoopbenchError(f"memory size '{text}' is under 1 MiB")
+        raise LoopbenchError(f"{what} '{text}' is under 1 MiB")
     return int(mib)
 
 
@@ -209,12 +209,25 @@ def budget_with(
     return budget.model_copy(update=changes)
 
 
-def validation_line(err: ValidationError) -> str:
-    """A pydantic error as one line: where, what, and how many more."""
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{where}: {first['msg']}{more}"
+def validation_line(err: ValidationError, limit: int = 5) -> str:
+    """A pydantic error as one line: every missing key by name, then each other fault (where, what), the first
+    `limit` of them."""
+    faults = err.errors()
+    missing = [_where(f) for f in faults if f["type"] == "missing"]
+    others = [f"{_where(f)}: {f['msg']}" for f in faults if f["type"] != "missing"]
+    parts = [f"missing {_and_list(missing)}"] if missing else []
+    parts += others[:limit]
+    if len(others) > limit:
+        parts.append(f"and {len(others) - limit} more")
+    return "; ".join(parts)
+
+
+def _where(fault: Any) -> str:
+    return ".".join(str(p) for p in fault["loc"]) or "(top level)"
+
+
+def _and_list(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def load_workload(name_or_path: str | Path) -> Workload:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+import posixpath
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from harness.contract.files import DEFAULT_MAX_BYTES, FileEntry, scan
 from harness.contract.spec import validation_line
 from harness.errors import LoopbenchError
 
@@ -50,6 +51,9 @@ class Manifest(BaseModel):
 class Submission:
     path: Path
     manifest: Manifest
+    files: tuple[FileEntry, ...] = field(default=(), repr=False)
+    """What the folder held when it was loaded, checked and hashed (harness.contract.files): every copy of the
+    submission is made from this list and checked against its hashes."""
 
     @property
     def name(self) -> str:
@@ -64,16 +68,14 @@ class Submission:
         return self.manifest.entrypoint.split(":")[1]
 
     def file_hashes(self) -> dict[str, str]:
-        """SHA-256 of every file in the folder (caches excluded), so a record names the exact source that ran."""
-        hashes = {}
-        for f in sorted(self.path.rglob("*")):
-            if f.is_file() and "__pycache__" not in f.parts:
-                hashes[str(f.relative_to(self.path))] = hashlib.sha256(f.read_bytes()).hexdigest()
-        return hashes
+        """SHA-256 of every file in the folder (caches excluded), so a record names the exact source that ran;
+        a link inside the folder has the digest of the file it leads to."""
+        return {e.rel: e.sha256 for e in sorted(self.files, key=lambda e: e.rel) if e.sha256}
 
 
-def load_submission(folder: str | Path) -> Submission:
-    """A submission folder, checked: it exists, its manifest is valid, its entry point file is there."""
+def load_submission(folder: str | Path, max_bytes: int | None = DEFAULT_MAX_BYTES) -> Submission:
+    """A submission folder, checked: it exists, its manifest is valid, its entry point file is there, and its
+    files are safe to copy (no link out of it, no special file, at most `max_bytes` of files; None: no cap)."""
     path = Path(folder)
     if not path.exists():
         raise LoopbenchError(f"submission folder not found: {path}")
@@ -90,8 +92,8 @@ def load_submission(folder: str | Path) -> Submission:
         manifest = Manifest.model_validate(raw)
     except ValidationError as err:
         raise LoopbenchError(f"{manifest_path}: {validation_line(err)}") from None
-    sub = Submission(path=path.resolve(), manifest=manifest)
-    if not (sub.path / sub.entry_file).is_file():
+    sub = Submission(path=path.resolve(), manifest=manifest, files=scan(path.resolve(), max_bytes))
+    if posixpath.normpath(sub.entry_file) not in sub.file_hashes():
         raise LoopbenchError(f"{manifest_path}: entrypoint file {sub.entry_file} not found in {path}")
     return sub
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-
-from tqdm import tqdm
+from typing import Any
 
 from harness.contract.checkpoint import Arrays
 from harness.contract.log import MemoryLog
 from harness.contract.spec import Workload
 from harness.judge import oracle
 from harness.scoring import data
+from harness.scoring.progress import bar as progress_bar
 
 
 @dataclass
@@ -26,14 +26,14 @@ class LocalRun:
 class _Progress(MemoryLog):
     """A MemoryLog that moves a progress bar at every step."""
 
-    def __init__(self, bar: tqdm) -> None:
+    def __init__(self, bar: Any) -> None:
         super().__init__()
         self.bar = bar
 
     def step(self, s: object, loss: object) -> None:
         super().step(s, loss)
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{self.losses[-1][1]:.4f}")
+        self.bar.set_postfix_str(f"loss={self.losses[-1][1]:.4f}")
 
 
 def run_reference(workload: Workload, seed: int, corpus: data.Corpus, progress: bool = True) -> LocalRun:
@@ -43,7 +43,7 @@ def run_reference(workload: Workload, seed: int, corpus: data.Corpus, progress: 
     task = workload.task()
     batches = data.make_batches(corpus, task, seed)
     params = data.init_params(task, seed)
-    bar = tqdm(total=task.steps, desc=f"reference {workload.name}", unit="step", disable=not progress, leave=False)
+    bar = progress_bar(task.steps, f"reference {workload.name}", "step", progress, outer=True)
     log = _Progress(bar)
     start = time.perf_counter()
     train(task, params, batches, log)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from harness.contract.files import copy_files
+from harness.contract.spec import validation_line
 from harness.contract.submission import (
     MANIFEST,
     REFERENCE_DIR,
@@ -25,7 +26,6 @@ SUBMISSIONS_DIR = Path("submissions")
 """Relative to where `loopbench init` runs: the repository root, where the regression tests look."""
 KINDS = ("agent", "human")
 """What `init` may write as the kind; "baseline" is kept for the project's own loops."""
-_NOT_COPIED = ("__pycache__", "*.pyc")
 _REFERENCE_ONLY = ("__init__.py",)
 """The reference is a package only so that the harness can import it in-process; a submission is a folder."""
 
@@ -106,7 +106,7 @@ def new_manifest(
                 f"'{name}' is not a valid submission name: use up to 80 letters, digits, '.', '_' "
                 "and '-', starting with a letter or a digit"
             ) from None
-        raise LoopbenchError(f"{first['loc'][0]}: {first['msg']}") from None
+        raise LoopbenchError(validation_line(err)) from None
 
 
 def init_submission(
@@ -126,18 +126,41 @@ def init_submission(
         raise LoopbenchError(f"{target} already exists: choose another name or remove it")
     if target.resolve().is_relative_to(src.path):
         raise LoopbenchError(f"{target} would be inside {src.path}, the folder it copies")
-    ignore = _NOT_COPIED + (_REFERENCE_ONLY if src.path == REFERENCE_DIR else ())
+    skip = _REFERENCE_ONLY if src.path == REFERENCE_DIR else ()
     try:
-        shutil.copytree(src.path, target, ignore=shutil.ignore_patterns(*ignore))
-        for path in (target, *target.rglob("*")):  # a copy of read-only files (an installed reference) is to be edited
-            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        copy_files(src.path, src.files, target, skip=skip)  # what `src` was loaded with: no link out, no cache
         (target / MANIFEST).write_text(manifest_text(manifest), encoding="utf-8")
-        load_submission(target)  # exactly as `check` will load it
+        new = load_submission(target)  # exactly as `check` will load it
     except OSError as err:
         shutil.rmtree(target, ignore_errors=True)
         raise LoopbenchError(f"cannot create {target}: {err.strerror or err}") from None
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
-    files = sorted(str(f.relative_to(target)) for f in target.rglob("*") if f.is_file())
+    files = sorted(e.rel for e in new.files if e.kind != "dir")
     return NewSubmission(path=target, source=src, manifest=manifest, files=files)
+
+
+def created_view(new: NewSubmission) -> tuple[dict[str, object], str]:
+    """What `init` prints: the new folder, what it came from, and the two commands to run next."""
+    import shlex
+
+    folder = shlex.quote(str(new.path))
+    steps = [f"loopbench check {folder}", f"loopbench score {folder}"]
+    payload: dict[str, object] = {
+        "name": new.manifest.name,
+        "path": str(new.path),
+        "from": str(new.source.path),
+        "kind": new.manifest.kind,
+        "files": new.files,
+        "next": steps,
+    }
+    text = (
+        f"created {new.path} from {new.source.name} ({', '.join(new.files)}); "
+        f"kind {new.manifest.kind}, system {new.manifest.system}\n"
+        f"edit {new.path / new.source.entry_file} (the rules: AGENT_TASK.md), then:\n"
+        f"  {steps[0]:<40} # one audited run on tiny: does it still compute the same training?\n"
+        f"  {steps[1]:<40} # paired timed trials against the reference on standard (several minutes)"
+    )
+    return payload, text

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness.contract.checks import Check
 from harness.records.schema import Disturbance, Isolation, RunRecord, RunSummary, TrialRecord
+from harness.text import one_line
 
 
 class _Model(BaseModel):
@@ -88,19 +89,21 @@ class CheckOutput(_Result):
     isolation: Isolation
 
     def text(self) -> str:
-        """What `loopbench check` prints without --json."""
+        """What `loopbench check` prints: the verdict and its reason, the hint, the run's time and resources."""
         run = self.trials[0].submission
-        text = f"{self.submission} on {self.workload}: {self.verdict.upper()}: {self.reason}"
+        lines = [f"{one_line(self.submission)} on {self.workload}: {self.verdict.upper()}: {one_line(self.reason)}"]
         if self.hint:
-            text += f"\n  hint: {self.hint}"
+            lines.append(f"  hint: {one_line(self.hint)}")
         if run.disturbance is not None and run.disturbance.disturbed:
-            text += f"\n  note: the machine was busy during the run ({run.disturbance.why}): its time is no measurement"
+            lines.append(
+                f"  note: the machine was busy during the run ({run.disturbance.why}): its time is no measurement"
+            )
         if run.seconds:
-            text += (
-                f"\n  {run.seconds:.2f} s (setup {run.setup_seconds or 0:.1f} s), {run.cpu_seconds or 0:.1f} CPU-s, "
+            lines.append(
+                f"  {run.seconds:.2f} s (setup {run.setup_seconds or 0:.1f} s), {run.cpu_seconds or 0:.1f} CPU-s, "
                 f"peak {run.peak_memory_mib or 0:.0f} MiB"
             )
-        return text
+        return "\n".join(lines)
 
 
 class ScoreOutput(_Result):
@@ -116,17 +119,19 @@ class ScoreOutput(_Result):
     """The record file written, if any."""
 
     def text(self) -> str:
-        """What `loopbench score` prints for this submission without --json."""
-        if self.verdict == "accepted" and self.speedup is not None and self.speedup_ci and self.x_human is not None:
-            lo, hi = self.speedup_ci
-            share = f"{100 * self.ceiling_fraction:.1f}%" if self.ceiling_fraction is not None else "–"
-            return (
-                f"{self.submission} on {self.workload}: {self.speedup:.2f}x (95% CI {lo:.2f}-{hi:.2f}), "
-                f"{self.x_human:.2f}x human, {share} of the GEMM ceiling; record {self.record}"
-            )
-        return f"{self.submission} on {self.workload}: REJECTED: {self.reason}" + (
-            f"\n  hint: {self.hint}" if self.hint else ""
-        )
+        """What `loopbench score` prints for one submission: its speedup or why it was rejected, and its record."""
+        head = f"{one_line(self.submission)} on {self.workload}"
+        record = f"; record {self.record}" if self.record else ""
+        if self.verdict != "accepted" or self.speedup is None:
+            hint = f"\n  hint: {one_line(self.hint)}" if self.hint else ""
+            return f"{head}: REJECTED: {one_line(self.reason)}{record}{hint}"
+        if self.speedup_ci:
+            spread = f"95% CI {self.speedup_ci[0]:.2f}-{self.speedup_ci[1]:.2f}"
+        else:
+            spread = f"{len(self.trials)} trial: no interval (--trials 2 or more gives one)"
+        share = f"{100 * self.ceiling_fraction:.1f}%" if self.ceiling_fraction is not None else "–"
+        human = f"{self.x_human:.2f}x human" if self.x_human is not None else "– x human"
+        return f"{head}: {self.speedup:.2f}x ({spread}), {human}, {share} of the GEMM ceiling{record}"
 
     @classmethod
     def of(cls, record: RunRecord, path: str | None) -> ScoreOutput:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from harness.contract.spec import validation_line
 from harness.errors import LoopbenchError
 from harness.records.schema import RunRecord
 from harness.records.upgrade import RecordVersionError, upgraded
@@ -30,14 +31,48 @@ def record_bytes(record: RunRecord) -> bytes:
     return json.dumps(record.model_dump(mode="json"), indent=1, sort_keys=True).encode("utf-8") + b"\n"
 
 
+def runs_folder(results_dir: str | Path) -> Path:
+    """results_dir/runs, made if missing; a LoopbenchError in one line where it cannot hold records."""
+    root = Path(results_dir)
+    if root.exists() and not root.is_dir():
+        raise LoopbenchError(f"results folder {root} is a file, not a folder")
+    runs = root / "runs"
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LoopbenchError(f"cannot make the records folder {runs}: {err.strerror or err}") from None
+    if not os.access(runs, os.W_OK | os.X_OK):
+        raise LoopbenchError(f"cannot write records into {runs}: permission denied")
+    return runs
+
+
+def write_page(path: Path, body: bytes) -> None:
+    """A generated page (a leaderboard, a run's page) written whole or not at all: a hidden temporary file beside
+    it, then renamed over it; a one-line LoopbenchError where it cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    except OSError as err:
+        raise LoopbenchError(f"cannot write {path}: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise LoopbenchError(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def write_record(record: RunRecord, results_dir: str | Path) -> Path:
     """Write atomically and never over another file: a hidden temporary file, then a hard link to the final name.
 
     A crash or kill at any moment leaves either no record or the whole record (plus, at worst, a hidden
     `.partial` file that loading ignores); two writers at once get different names.
     """
-    runs = Path(results_dir) / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
+    runs = runs_folder(results_dir)
     fd, tmp = tempfile.mkstemp(dir=runs, prefix=".", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -78,15 +113,14 @@ def parse_record(body: bytes) -> RunRecord:
     except RecordVersionError as err:
         raise RecordError(str(err)) from None
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-        raise RecordError(f"{where}: {first['msg']}{more}") from None
+        raise RecordError(validation_line(err)) from None
 
 
 def read_record(path: str | Path) -> RunRecord:
     """One record file, or a one-line LoopbenchError saying why it cannot be read."""
     path = Path(path)
+    if path.is_dir():
+        raise LoopbenchError(f"{path} is a folder, not a record file")
     if not path.is_file():
         raise LoopbenchError(f"record file not found: {path}")
     try:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from harness.contract.spec import Budget, Workload
 from harness.records.schema import Machine, RunRecord
 from harness.report import plots
+from harness.text import one_line, visible
 
 CSS = """
 body { font-family: 'DejaVu Sans', Verdana, sans-serif; font-size: 14px; color: #222; background: #fff;
@@ -33,8 +35,19 @@ code { background: #f4f4f4; padding: 0 3px; }
 
 
 def esc(value: object) -> str:
-    """Text as HTML: every character that could start markup escaped."""
-    return html.escape(str(value), quote=True)
+    """Untrusted text as HTML: every character that could start markup escaped, every control character visible."""
+    return html.escape(visible(value), quote=True)
+
+
+_MD_MARKUP = re.compile(r"[\\`*\[\]<&!|~$@#]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])|:(?=//)|(?<=[wW]{3})\.")
+"""What could make Markdown (GitHub's included) of plain text: HTML, links, images, emphasis, code, math, tables'
+cell ends, mentions and automatic links (a backslash before `://`, or the dot of `www.`, stops them)."""
+
+
+def md(value: object) -> str:
+    """Untrusted text as one line of Markdown that renders as exactly that text: no HTML, link, image or emphasis;
+    every control character visible."""
+    return _MD_MARKUP.sub(lambda m: "\\" + m.group(0), one_line(value))
 
 
 @dataclass
@@ -71,18 +84,15 @@ class Table:
         )
 
     def markdown(self) -> str:
-        def cell(text: str) -> str:
-            return " ".join(str(text).split()).replace("|", "\\|")
-
-        lines = [
-            f"**{cell(self.title)}**",
-            "",
-            "| " + " | ".join(cell(c) for c in self.columns) + " |",
+        """The table in Markdown, every cell escaped; an empty table is its title and one line saying so."""
+        lines = [f"**{md(self.title)}**", ""]
+        if not self.rows:
+            return "\n".join([*lines, f"{md(self.empty[:1].upper() + self.empty[1:])}."]) + "\n"
+        lines += [
+            "| " + " | ".join(md(c) for c in self.columns) + " |",
             "| " + " | ".join("---:" if j in self.numeric else "---" for j in range(len(self.columns))) + " |",
         ]
-        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in self.rows]
-        if not self.rows:
-            lines.append("| " + " | ".join([cell(self.empty)] + [""] * (len(self.columns) - 1)) + " |")
+        lines += ["| " + " | ".join(md(v) for v in row) + " |" for row in self.rows]
         return "\n".join(lines) + "\n"
 
 
@@ -106,9 +116,12 @@ def num(value: float | None, fmt: str = ".3g", suffix: str = "") -> str:
     return "–" if value is None else f"{value:{fmt}}{suffix}"
 
 
-def speedup_text(speedup: float | None, interval: Sequence[float] | None) -> str:
+def speedup_text(speedup: float | None, interval: Sequence[float] | None, trials: int) -> str:
+    """The speedup and its interval; one trial has none (records of older versions gave it a point interval)."""
     if speedup is None:
         return "–"
+    if trials < 2:
+        return f"{speedup:.2f}x (1 trial: no interval)"
     if not interval:
         return f"{speedup:.2f}x"
     return f"{speedup:.2f}x ({interval[0]:.2f}–{interval[1]:.2f})"
@@ -117,6 +130,15 @@ def speedup_text(speedup: float | None, interval: Sequence[float] | None) -> str
 def peak_memory(record: RunRecord) -> float | None:
     peaks = [t.submission.peak_memory_mib for t in record.trials if t.submission.peak_memory_mib is not None]
     return max(peaks) if peaks else None
+
+
+def loss_differences(record: RunRecord) -> list[list[float]]:
+    """Per trial, the submission's loss minus its baseline's at each step both logged (the same seed and data)."""
+    out = []
+    for t in record.trials:
+        if t.baseline is not None and t.baseline.losses and t.submission.losses:
+            out.append([s - b for s, b in zip(t.submission.losses, t.baseline.losses, strict=False)])
+    return out
 
 
 def machine_label(machine: Machine) -> str:

@@ -6,10 +6,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from harness.records.store import write_page
 from harness.report import plots
 from harness.report.attempts import ATTEMPTS_NOTE, attempt_rows, attempts_table
-from harness.report.html import Table, esc, figure, page
-from harness.report.standings import Machine, Section, group, load
+from harness.report.html import Table, esc, figure, loss_differences, md, page
+from harness.report.standings import Machine, Section, group, is_reference, load
 from harness.scoring.stats import HUMAN_REFERENCE
 
 MARKDOWN_NAME = "LEADERBOARD.md"
@@ -30,7 +31,9 @@ RULES = (
     "Each workload and budget on each machine is its own group, since times from different machines or budgets "
     "do not compare. Accepted results show the latest accepted record of each submission; † marks a submission "
     "whose latest attempt was rejected. A system's score is the mean speedup over all its attempts, a rejected "
-    "attempt counting as 1.0x (runs of the baseline itself are left out). x human = speedup / "
+    "attempt counting as 1.0x (every scored submission is an attempt of its system, whatever kind its manifest "
+    "claims; only the naive reference scored against itself is none). A submission is its system and its name "
+    "together: one name under two systems is two rows, each with its system. x human = speedup / "
     f"{HUMAN_REFERENCE:g}. Fraction of ceiling: the run's FLOP rate over the machine's measured float32 GEMM rate."
 )
 
@@ -41,25 +44,17 @@ def speedup_svg(section: Section) -> str:
         if not rec.speedup or rec.speedup <= 0:
             continue  # no position on a log axis; the table still shows the row
         low, high = rec.speedup_ci or (rec.speedup, rec.speedup)
-        points.append(plots.SpeedupPoint(rec.submission.name, rec.speedup, low, high, rec.submission.kind))
+        points.append(plots.SpeedupPoint(section.label(rec), rec.speedup, low, high, rec.submission.kind))
     return plots.speedup_chart(points, HUMAN_REFERENCE, PUBLISHED, f"{section.id}-speedups-chart")
 
 
 def loss_svg(section: Section) -> str:
-    """The first trial of each accepted result, over the baseline runs of those trials (one per seed)."""
-    curves: list[plots.Curve] = []
-    seeds: set[int] = set()
+    """Each accepted result's loss minus its paired baseline's, per step, over its trials."""
+    series = []
     for _, rec in section.latest_accepted():
-        if not rec.trials:
-            continue
-        trial = rec.trials[0]
-        if trial.baseline is not None and trial.baseline.losses and trial.seed not in seeds:
-            label = "baseline (naive reference)" if not seeds else "_baseline on another seed"
-            curves.append(plots.Curve(label, trial.baseline.losses, baseline=True))
-            seeds.add(trial.seed)
-        if trial.submission.losses:
-            curves.append(plots.Curve(rec.submission.name, trial.submission.losses))
-    return plots.loss_chart(curves, f"{section.id}-losses-chart")
+        if not is_reference(rec) and (diffs := loss_differences(rec)):
+            series.append(plots.Difference(section.label(rec), diffs))
+    return plots.difference_chart(series, f"{section.id}-losses-chart")
 
 
 def _intro(count: int) -> str:
@@ -79,15 +74,15 @@ def markdown(machines: list[Machine], count: int, graded: Table | None = None) -
         "",
         CONTEXT_NOTE,
         "",
-        "Charts (speedups on a log axis, loss curves) are in `leaderboard.html`.",
+        "Charts (speedups on a log axis, losses against the paired baseline) are in `leaderboard.html`.",
         "",
     ]
     if not machines and not (graded and graded.rows):
         lines += ["No records yet: `loopbench score` writes them.", ""]
     for machine in machines:
-        lines += [f"## Machine: {machine.title}", ""]
+        lines += [f"## Machine: {md(machine.title)}", ""]
         for section in machine.sections:
-            lines += [f"### {section.title}", ""]
+            lines += [f"### {md(section.title)}", ""]
             for table in section.tables():
                 lines += [table.markdown()]
             if any(r["latest_attempt_rejected"] for r in section.accepted_rows()):
@@ -141,8 +136,9 @@ def html(machines: list[Machine], count: int, graded: Table | None = None) -> st
                 figure(
                     loss_svg(section),
                     f"{section.id}-losses",
-                    "Training loss per step: the first trial of each accepted result over the baseline run "
-                    "on the same data (grey).",
+                    "Training loss per step of each accepted result minus that of the baseline run on the same "
+                    "data (each trial's seed cancels in its own pair): the line is the median over trials, the band "
+                    "their range; the grey line at zero is the baseline.",
                 ),
                 rejected.html(),
             ]
@@ -162,8 +158,8 @@ def write_leaderboard(results_dir: str | Path) -> dict[str, Any]:
     machines = group([f for f in found if f[1].attempt is None])  # graded attempts have a table of their own
     graded = attempts_table(found)
     md_path, html_path = root / MARKDOWN_NAME, root / HTML_NAME
-    md_path.write_bytes(markdown(machines, len(found), graded).encode("utf-8"))
-    html_path.write_bytes(html(machines, len(found), graded).encode("utf-8"))
+    write_page(md_path, markdown(machines, len(found), graded).encode("utf-8"))
+    write_page(html_path, html(machines, len(found), graded).encode("utf-8"))
     return {
         "records": len(found),
         "skipped": skipped,

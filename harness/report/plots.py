@@ -12,8 +12,12 @@ from typing import Any, cast
 
 import matplotlib
 import matplotlib.style
+import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from harness.text import visible
 
 STYLE = {
     "svg.hashsalt": "loopbench",
@@ -35,6 +39,8 @@ NO_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
 KIND_COLOURS = {"baseline": "#7f7f7f", "human": "#d95f02", "agent": "#1b9e77"}
 PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4", "#b2182b", "#4d4d4d"]
 BASELINE_COLOUR = "#9a9a9a"
+DIFFERENCE_LINEAR = 1e-3
+"""Loss differences under this are drawn on a linear scale, larger ones on a logarithmic one."""
 
 
 WIDTH = 10.5
@@ -80,55 +86,77 @@ class ContextLine:
     label: str
 
 
-def speedup_chart(points: Sequence[SpeedupPoint], human: float, context: Sequence[ContextLine], prefix: str) -> str:
-    """Speedups with their intervals on a log axis, best on top; the human reference and published figures as lines."""
-    with _style():
-        fig = Figure(figsize=(WIDTH, 1.9 + 0.32 * max(len(points), 1)), layout="constrained")
-        ax = fig.add_subplot()
-        values = [v for p in points for v in (p.low, p.high, p.speedup)] + [human] + [c.value for c in context]
-        ax.set_xscale("log")
-        ax.set_xlim(min(0.5, min(values) / 1.5), max(values) * 1.6)
-        ys = list(range(len(points)))[::-1]
-        for y, p in zip(ys, points, strict=True):
-            colour = KIND_COLOURS.get(p.kind, PALETTE[2])
-            ax.plot([p.low, p.high], [y, y], color=colour, linewidth=2.2, solid_capstyle="butt")
-            ax.plot([p.speedup], [y], "o", color=colour, markersize=6)
-            ax.annotate(
-                f"{p.speedup:.2f}x", (p.high, y), xytext=(5, 0), textcoords="offset points", va="center", fontsize=8
-            )
-        ax.set_yticks(ys, [p.label for p in points])
-        ax.set_ylim(-0.8, max(len(points), 1) - 0.2 + 0.9)
-        if not points:
-            ax.text(0.5, 0.45, "no accepted result", transform=ax.transAxes, ha="center", color="#777777")
-        ax.axvline(human, color=KIND_COLOURS["human"], linewidth=1.2)
-        top = ax.get_ylim()[1]
+def _reference_axis(ax: Any, human: float, context: Sequence[ContextLine]) -> None:
+    """The human reference and the published figures as vertical lines, named on an axis of their own above the
+    chart, where no name can fall on a point, a bar or another line's name."""
+    ax.axvline(human, color=KIND_COLOURS["human"], linewidth=1.2, zorder=1)
+    for line in context:
+        ax.axvline(line.value, color="#888888", linestyle=(0, (4, 3)), linewidth=0.9, zorder=1)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([human, *(c.value for c in context)], [f"human reference {human:g}x", *(c.label for c in context)])
+    top.xaxis.set_minor_locator(ticker.NullLocator())
+    top.tick_params(axis="x", labelsize=7, labelrotation=90, length=3, colors="#555555")
+    top.get_xticklabels()[0].set_color(KIND_COLOURS["human"])
+
+
+def _speedup_key(fig: Figure, kinds: Sequence[str]) -> None:
+    """The colour key, under the chart: what each colour of a point means, and what the two kinds of line are."""
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=KIND_COLOURS.get(k, PALETTE[2]),
+            marker="o",
+            linewidth=2.2,
+            label=f"{visible(k)}: 95% interval",
+        )
+        for k in sorted(set(kinds))
+    ]
+    handles += [
+        Line2D([], [], color=KIND_COLOURS["human"], linewidth=1.2, label="human reference"),
+        Line2D([], [], color="#888888", linestyle=(0, (4, 3)), linewidth=0.9, label="published, different harness"),
+    ]
+    fig.legend(handles=handles, fontsize=7.5, loc="outside lower center", ncol=len(handles))
+
+
+def speedup_figure(points: Sequence[SpeedupPoint], human: float, context: Sequence[ContextLine]) -> Figure:
+    """Speedups with their intervals on a log axis, best on top; the human reference and published figures as lines
+    named above the chart; a colour key below it. Made inside `_style()`, as speedup_chart does."""
+    fig = Figure(figsize=(WIDTH, 3.4 + 0.32 * max(len(points), 1)), layout="constrained")
+    ax = fig.add_subplot()
+    values = [v for p in points for v in (p.low, p.high, p.speedup)] + [human] + [c.value for c in context]
+    ax.set_xscale("log")
+    ax.set_xlim(min(0.5, min(values) / 1.5), max(values) * 1.6)
+    ys = list(range(len(points)))[::-1]
+    for y, p in zip(ys, points, strict=True):
+        colour = KIND_COLOURS.get(p.kind, PALETTE[2])
+        ax.plot([p.low, p.high], [y, y], color=colour, linewidth=2.2, solid_capstyle="butt", zorder=3)
+        ax.plot([p.speedup], [y], "o", color=colour, markersize=6, zorder=3)
         ax.annotate(
-            f"human reference {human:g}x",
-            (human, top),
-            xytext=(3, -3),
+            f"{p.speedup:.2f}x",
+            (p.high, y),
+            xytext=(5, 0),
             textcoords="offset points",
-            va="top",
-            fontsize=7.5,
-            color=KIND_COLOURS["human"],
+            va="center",
+            fontsize=8,
+            zorder=4,
+            bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none"},  # over the lines
         )
-        for line in context:
-            ax.axvline(line.value, color="#888888", linestyle=(0, (4, 3)), linewidth=0.9)
-            ax.annotate(
-                line.label,
-                (line.value, top),
-                xytext=(3, -3),
-                textcoords="offset points",
-                va="top",
-                fontsize=7,
-                color="#666666",
-                rotation=90,
-            )
-        _plain_log_labels(ax.xaxis, "x")
-        ax.set_xlabel(
-            "speedup over the naive baseline (log scale); bars: 95% interval; dashed: published, different harness"
-        )
-        ax.grid(axis="y", visible=False)
-        return _svg(fig, prefix)
+    ax.set_yticks(ys, [visible(p.label) for p in points])
+    ax.set_ylim(-0.8, max(len(points), 1) - 0.2)
+    if not points:
+        ax.text(0.5, 0.45, "no accepted result", transform=ax.transAxes, ha="center", color="#777777")
+    _reference_axis(ax, human, context)
+    _speedup_key(fig, [p.kind for p in points])
+    _plain_log_labels(ax.xaxis, "x")
+    ax.set_xlabel("speedup over the naive baseline (log scale)")
+    ax.grid(axis="y", visible=False)
+    return fig
+
+
+def speedup_chart(points: Sequence[SpeedupPoint], human: float, context: Sequence[ContextLine], prefix: str) -> str:
+    with _style():
+        return _svg(speedup_figure(points, human, context), prefix)
 
 
 @dataclass(frozen=True)
@@ -142,23 +170,85 @@ def loss_chart(curves: Sequence[Curve], prefix: str, title: str = "") -> str:
     """Training loss per step: baselines thick and grey underneath, the others in colour on top."""
     with _style():
         fig = Figure(figsize=(WIDTH, 3.4), layout="constrained")
-        ax = fig.add_subplot()
-        colours = iter(PALETTE * (1 + len(curves) // len(PALETTE)))
-        for c in sorted(curves, key=lambda c: not c.baseline):
-            steps = range(len(c.losses))
-            if c.baseline:
-                ax.plot(steps, c.losses, color=BASELINE_COLOUR, linewidth=3.2, alpha=0.7, label=c.label)
-            else:
-                ax.plot(steps, c.losses, color=next(colours), linewidth=1.1, label=c.label)
-        if not curves:
-            ax.text(0.5, 0.5, "no loss curve", transform=ax.transAxes, ha="center", color="#777777")
+        _loss_panel(fig.add_subplot(), curves, title)
+        return _svg(fig, prefix)
+
+
+def _loss_panel(ax: Any, curves: Sequence[Curve], title: str) -> None:
+    colours = iter(PALETTE * (1 + len(curves) // len(PALETTE)))
+    for c in sorted(curves, key=lambda c: not c.baseline):
+        steps = range(len(c.losses))
+        if c.baseline:
+            ax.plot(steps, c.losses, color=BASELINE_COLOUR, linewidth=3.2, alpha=0.7, label=visible(c.label))
         else:
-            ax.legend(fontsize=7.5, loc="upper right", ncol=1 + len(curves) // 8)
-        ax.set_xlabel("step")
-        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-        ax.set_ylabel("training loss")
-        if title:
-            ax.set_title(title, fontsize=9, loc="left")
+            ax.plot(steps, c.losses, color=next(colours), linewidth=1.1, label=visible(c.label))
+    if not curves:
+        ax.text(0.5, 0.5, "no loss curve", transform=ax.transAxes, ha="center", color="#777777")
+    else:
+        ax.legend(fontsize=7.5, loc="upper right", ncol=1 + len(curves) // 8)
+    ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.set_ylabel("training loss")
+    if title:
+        ax.set_title(title, fontsize=9, loc="left")
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A submission's loss minus its paired baseline's (same seed, same data), per step, in each of its trials."""
+
+    label: str
+    trials: Sequence[Sequence[float]]
+
+
+def _difference_panel(ax: Any, series: Sequence[Difference], band: bool) -> None:
+    """Each series' difference per step: with `band`, the median over trials and the band from the least to the
+    largest; else one line per trial."""
+    ax.axhline(0.0, color=BASELINE_COLOUR, linewidth=3.2, alpha=0.7, label="the baseline on the same data")
+    for i, s in enumerate(series):
+        colour, trials = PALETTE[i % len(PALETTE)], [t for t in s.trials if len(t)]
+        if not trials:
+            continue
+        if band and len(trials) > 1:
+            width = min(len(t) for t in trials)
+            cut = np.array([t[:width] for t in trials], dtype=float)
+            steps = range(width)
+            ax.fill_between(steps, cut.min(axis=0), cut.max(axis=0), color=colour, alpha=0.18, linewidth=0)
+            ax.plot(steps, np.median(cut, axis=0), color=colour, linewidth=1.3, label=visible(s.label))
+        else:
+            for k, t in enumerate(trials):
+                ax.plot(range(len(t)), t, color=colour, linewidth=1.1, label=visible(s.label) if k == 0 else None)
+    if not series:
+        ax.text(0.5, 0.5, "no paired loss curve", transform=ax.transAxes, ha="center", color="#777777")
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside, not over
+    ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    # linear within a thousandth of zero (rounding), logarithmic beyond: a spike where an honest float32 run
+    # drifted on a hard batch shows without flattening every other step to the zero line
+    ax.set_yscale("symlog", linthresh=DIFFERENCE_LINEAR, linscale=0.5)
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_ylabel("loss minus the baseline's (symlog)")
+
+
+def difference_chart(series: Sequence[Difference], prefix: str) -> str:
+    """Per submission, its loss minus its paired baseline's per step: the median over its trials and their range.
+    Each trial's seed cancels in its own pair, so what remains is the submission's own difference."""
+    with _style():
+        fig = Figure(figsize=(WIDTH, 3.4), layout="constrained")
+        _difference_panel(fig.add_subplot(), series, band=True)
+        return _svg(fig, prefix)
+
+
+def trials_loss_chart(first: Sequence[Curve], per_trial: Sequence[Difference], prefix: str) -> str:
+    """One run's losses: the first trial's curves (the baseline and the submission on the same data), and every
+    trial's difference from its baseline, one line per trial."""
+    with _style():
+        fig = Figure(figsize=(WIDTH, 3.4), layout="constrained")
+        left, right = fig.subplots(1, 2)
+        _loss_panel(left, first, "trial 1: loss per step")
+        _difference_panel(right, per_trial, band=False)
+        right.set_title("every trial: the submission's loss minus its baseline's", fontsize=9, loc="left")
         return _svg(fig, prefix)
 
 

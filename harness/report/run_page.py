@@ -6,9 +6,20 @@ from pathlib import Path
 
 from harness.errors import LoopbenchError
 from harness.records.schema import RunRecord, RunSummary, TrialRecord
-from harness.records.store import read_record
+from harness.records.store import read_record, write_page
 from harness.report import plots
-from harness.report.html import Table, budget_label, esc, figure, machine_label, num, page, speedup_text, workload_label
+from harness.report.html import (
+    Table,
+    budget_label,
+    esc,
+    figure,
+    loss_differences,
+    machine_label,
+    num,
+    page,
+    speedup_text,
+    workload_label,
+)
 
 
 def default_report_path(record_path: Path) -> Path:
@@ -200,13 +211,20 @@ def _audit_svg(record: RunRecord, tol: dict[str, float]) -> str:
 
 
 def _loss_svg(record: RunRecord) -> str:
-    curves = []
-    for t in record.trials:
+    """The first trial's two curves, and each trial's loss minus its baseline's (the seed cancels in the pair)."""
+    first = []
+    if record.trials:
+        t = record.trials[0]
         if t.baseline is not None and t.baseline.losses:
-            curves.append(plots.Curve(f"baseline, trial {t.index + 1}", t.baseline.losses, baseline=True))
+            first.append(plots.Curve("baseline (naive reference)", t.baseline.losses, baseline=True))
         if t.submission.losses:
-            curves.append(plots.Curve(f"{record.submission.name}, trial {t.index + 1}", t.submission.losses))
-    return plots.loss_chart(curves, "loss-chart")
+            first.append(plots.Curve(record.submission.name, t.submission.losses))
+    paired = [t for t in record.trials if t.baseline is not None and t.baseline.losses and t.submission.losses]
+    per_trial = [
+        plots.Difference(f"trial {t.index + 1}", [diff])
+        for t, diff in zip(paired, loss_differences(record), strict=True)
+    ]
+    return plots.trials_loss_chart(first, per_trial, "loss-chart")
 
 
 def _usage_svg(record: RunRecord) -> str:
@@ -247,7 +265,7 @@ def _facts(record: RunRecord) -> Table:
             else []
         ),
         ["corpus", f"{record.corpus.name} (sha256 {record.corpus.sha256[:16]}…)"],
-        ["speedup (95% interval)", speedup_text(record.speedup, record.speedup_ci)],
+        ["speedup (95% interval)", speedup_text(record.speedup, record.speedup_ci, len(record.trials))],
         ["x human", num(record.x_human, ".2f", "x")],
         [
             "median seconds",
@@ -300,7 +318,9 @@ def run_page(record: RunRecord, source: str) -> str:
         figure(
             _loss_svg(record),
             "loss",
-            "Training loss per step of every trial: the baseline (grey) and the submission on the same data.",
+            "Left: training loss per step in the first trial, the baseline (grey) and the submission on the same "
+            "data. Right: in every trial, the submission's loss minus its baseline's at each step (each trial's "
+            "seed cancels in its own pair); the grey line at zero is the baseline.",
         ),
         "<h2>Memory and CPU</h2>\n",
         figure(
@@ -319,6 +339,5 @@ def write_run_page(record_path: str | Path, out: str | Path | None = None) -> Pa
     target = Path(out) if out is not None else default_report_path(record_path)
     if target.is_dir():
         raise LoopbenchError(f"--out {target} is a folder; name a file")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(run_page(record, record_path.name), encoding="utf-8")
+    write_page(target, run_page(record, record_path.name).encode("utf-8"))
     return target

@@ -21,8 +21,12 @@ Found = tuple[Path, RunRecord]
 def load(results_dir: str | Path) -> tuple[list[Found], list[str]]:
     """The valid records of results_dir/runs, and one message per file skipped as corrupt or foreign."""
     root = Path(results_dir)
+    if root.exists() and not root.is_dir():
+        raise LoopbenchError(f"results folder {root} is a file, not a folder")
     if not root.is_dir():
-        raise LoopbenchError(f"results folder not found: {root}")
+        raise LoopbenchError(
+            f"results folder not found: {root} (`loopbench score --results {root}` writes records there)"
+        )
     if not (root / "runs").is_dir():
         raise LoopbenchError(f"{root} has no runs/ folder of records (loopbench score writes them there)")
     with warnings.catch_warnings(record=True) as caught:
@@ -43,6 +47,17 @@ def _canonical(value: BaseModel) -> str:
     return json.dumps(value.model_dump(mode="json"), sort_keys=True)
 
 
+def identity(record: RunRecord) -> tuple[str, str]:
+    """Who a record is on the board (SPEC §10): its system and its name together, so that no record of one
+    system ever stands in for another system's submission of the same name."""
+    return record.submission.system, record.submission.name
+
+
+def is_reference(record: RunRecord) -> bool:
+    """The naive reference scored against itself: the very files of its own baseline, so no system's attempt."""
+    return record.submission.file_hashes == record.baseline.file_hashes
+
+
 @dataclass
 class Section:
     """One machine, workload, budget and corpus: the records whose times compare with each other."""
@@ -60,27 +75,34 @@ class Section:
         return f"{self.workload}; budget {self.budget}; corpus {self.corpus}"
 
     def latest_accepted(self) -> list[Found]:
-        """The latest accepted record of each submission, best speedup first."""
-        latest: dict[str, Found] = {}
+        """The latest accepted record of each submission (system and name), best speedup first."""
+        latest: dict[tuple[str, str], Found] = {}
         for path, rec in self.found:
             if rec.verdict == "accepted":
-                latest[rec.submission.name] = (path, rec)
-        return sorted(latest.values(), key=lambda f: (-(f[1].speedup or 0.0), f[1].submission.name, f[0].name))
+                latest[identity(rec)] = (path, rec)
+        return sorted(latest.values(), key=lambda f: (-(f[1].speedup or 0.0), identity(f[1]), f[0].name))
 
     def rejected(self) -> list[Found]:
         return [f for f in self.found if f[1].verdict == "rejected"]
 
     def later_rejected(self, item: Found) -> bool:
-        return any(
-            rec.submission.name == item[1].submission.name and _order((p, rec)) > _order(item)
-            for p, rec in self.rejected()
-        )
+        return any(identity(rec) == identity(item[1]) and _order((p, rec)) > _order(item) for p, rec in self.rejected())
+
+    def label(self, record: RunRecord) -> str:
+        """A submission's name, with its system where another system's submission in this group has the name."""
+        name, system = record.submission.name, record.submission.system
+        shared = any(r.submission.name == name and r.submission.system != system for _, r in self.found)
+        return f"{name} ({system})" if shared else name
 
     def systems(self) -> list[dict[str, Any]]:
-        """SPEC §8: the mean speedup over a system's attempts, a rejected one counting as 1.0x, with the pass rate."""
+        """SPEC §8: the mean speedup over a system's attempts, a rejected one counting as 1.0x, with the pass rate.
+
+        Every scored submission is an attempt of its system, whatever kind its manifest claims (a field the
+        submitter writes); only the naive reference scored against itself is none.
+        """
         attempts: dict[str, list[RunRecord]] = {}
         for _, rec in self.found:
-            if rec.submission.kind != "baseline":
+            if not is_reference(rec):
                 attempts.setdefault(rec.submission.system, []).append(rec)
         rows = []
         for system, recs in attempts.items():
@@ -104,10 +126,12 @@ class Section:
             {
                 "rank": rank,
                 "submission": rec.submission.name,
+                "label": self.label(rec),
                 "kind": rec.submission.kind,
                 "system": rec.submission.system,
                 "speedup": rec.speedup,
-                "speedup_ci": rec.speedup_ci,
+                "speedup_ci": rec.speedup_ci if len(rec.trials) > 1 else None,
+                "trials": len(rec.trials),
                 "x_human": rec.x_human,
                 "ceiling_fraction": rec.ceiling_fraction,
                 "peak_memory_mib": peak_memory(rec),
@@ -126,6 +150,7 @@ class Section:
                 {
                     "date": _date(rec),
                     "submission": rec.submission.name,
+                    "label": self.label(rec),
                     "kind": rec.submission.kind,
                     "system": rec.submission.system,
                     "check": failed.check if failed else None,
@@ -158,10 +183,10 @@ class Section:
             accepted.rows.append(
                 [
                     str(r["rank"]),
-                    r["submission"] + (" †" if r["latest_attempt_rejected"] else ""),
+                    r["label"] + (" †" if r["latest_attempt_rejected"] else ""),
                     r["kind"],
                     r["system"],
-                    speedup_text(r["speedup"], r["speedup_ci"]),
+                    speedup_text(r["speedup"], r["speedup_ci"], r["trials"]),
                     num(r["x_human"], ".2f", "x"),
                     num(r["ceiling_fraction"] and 100 * r["ceiling_fraction"], ".2f", "%"),
                     num(r["peak_memory_mib"], ".0f", " MiB"),
@@ -173,7 +198,7 @@ class Section:
             "Systems (mean over attempts, a rejected attempt counting as 1.0x)",
             ["system", "mean speedup", "pass rate", "attempts"],
             numeric=frozenset({1, 2, 3}),
-            empty="no attempt",
+            empty="no attempt by a system yet (the reference scored against itself is none)",
         )
         for r in self.systems():
             systems.rows.append(
@@ -192,7 +217,7 @@ class Section:
         )
         for r in self.rejected_rows():
             reason = r["reason"] + (f" (hint: {r['hint']})" if r["hint"] else "")
-            rejected.rows.append([r["date"], r["submission"], r["kind"], r["system"], r["check"] or "–", reason])
+            rejected.rows.append([r["date"], r["label"], r["kind"], r["system"], r["check"] or "–", reason])
         rejected.failed = frozenset(range(len(rejected.rows)))
         return [accepted, systems, rejected]
 

@@ -28,11 +28,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
+from harness.contract.files import read_files
 from harness.contract.submission import Submission, load_submission
 from harness.errors import LoopbenchError
 from harness.scoring.machine import describe
+from harness.scoring.progress import bar as progress_bar
 from harness.scoring.setting import Setting
 from harness.scoring.trials import TrialRuns, timed_trial, verify
 
@@ -65,8 +65,14 @@ def harness_digest() -> str:
 
 
 def pack(sub: Submission) -> dict[str, Any]:
-    """A submission's files as they are here, to travel with a task: the nodes need not share a file system."""
-    return {"folder": sub.path.name, "files": {rel: (sub.path / rel).read_bytes() for rel in sub.file_hashes()}}
+    """A submission's files as it was loaded here (each checked against its hash), to travel with a task: the
+    nodes need not share a file system."""
+    return {
+        "folder": sub.path.name,
+        "dirs": [e.rel for e in sub.files if e.kind == "dir"],
+        "links": {e.rel: e.target for e in sub.files if e.kind == "link"},
+        "files": read_files(sub.path, sub.files),
+    }
 
 
 @contextlib.contextmanager
@@ -75,10 +81,14 @@ def unpacked(packed: dict[str, Any]) -> Iterator[Submission]:
     root = Path(tempfile.mkdtemp(prefix="loopbench-shipped-"))
     try:
         folder = root / packed["folder"]
+        folder.mkdir()
+        for rel in packed["dirs"]:
+            (folder / rel).mkdir()
+        for rel, target in packed["links"].items():
+            os.symlink(target, folder / rel)
         for rel, body in packed["files"].items():
-            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
             (folder / rel).write_bytes(body)
-        yield load_submission(folder)
+        yield load_submission(folder, max_bytes=None)  # capped where it was packed
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -175,7 +185,7 @@ class RayExecutor:
         where: dict[int, str] = {}
         running = {launch(k): k for k in range(count)}
         done: dict[int, TrialRuns] = {}
-        bar = tqdm(total=count, desc=desc, unit="trial", disable=not progress)
+        bar = progress_bar(count, desc, "trial", progress, outer=True)
         checked = time.monotonic()
         try:
             while running:

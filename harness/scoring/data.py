@@ -56,9 +56,14 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
         name = "pydoc_data.topics"
     else:
         path = Path(path)
+        if path.is_dir():
+            raise LoopbenchError(f"corpus {path} is a folder: --corpus names one UTF-8 text file")
         if not path.is_file():
             raise LoopbenchError(f"corpus file not found: {path}")
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except OSError as err:
+            raise LoopbenchError(f"cannot read the corpus {path}: {err.strerror or err}") from None
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as err:

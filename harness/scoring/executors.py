@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-from tqdm import tqdm
-
 from harness.contract.submission import Submission
 from harness.errors import LoopbenchError
+from harness.scoring.progress import bar
 from harness.scoring.setting import Setting
 from harness.scoring.trials import TrialRuns, timed_trial, verify
 
@@ -28,18 +27,14 @@ class LocalExecutor:
     def timed_trials(
         self, subs: list[Submission], baseline: Submission, setting: Setting, seeds: list[int], progress: bool
     ) -> list[TrialRuns]:
-        outer = tqdm(
-            total=len(seeds) * (len(subs) + 1),
-            desc=f"score on {setting.workload.name}",
-            unit="run",
-            disable=not progress,
-        )
-        done = [
-            timed_trial(subs, baseline, setting, k, len(seeds), seed, progress, on_run=lambda: outer.update(1))
-            for k, seed in enumerate(seeds)
-        ]
-        outer.close()
-        return done
+        outer = bar(len(seeds) * (len(subs) + 1), f"score on {setting.workload.name}", "run", progress, outer=True)
+        try:
+            return [
+                timed_trial(subs, baseline, setting, k, len(seeds), seed, progress, on_run=lambda: outer.update(1))
+                for k, seed in enumerate(seeds)
+            ]
+        finally:
+            outer.close()
 
     def verify(self, sub: Submission, setting: Setting, seed: int, progress: bool) -> TrialRuns:
         return verify(sub, setting, seed, progress)

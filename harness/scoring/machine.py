@@ -100,7 +100,8 @@ def _measure_gemm(cores: int, repeats: int) -> tuple[list[float], float]:
     from harness.trial.disturbance import cpu_sample
 
     cpus = budget_cpus(cores)
-    env = {**os.environ, **thread_env(cores), "PYTHONPATH": PROJECT_ROOT}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}  # no variable of the caller's steers it
+    env |= {**thread_env(cores), "PYTHONPATH": PROJECT_ROOT}
     code = (
         f"import os, json; os.sched_setaffinity(0, {set(cpus)}); "
         f"from harness.scoring.machine import _measure_here; print(json.dumps(_measure_here({repeats})))"
@@ -111,8 +112,8 @@ def _measure_gemm(cores: int, repeats: int) -> tuple[list[float], float]:
     try:
         out = subprocess.run(command, env=env, capture_output=True, text=True, check=True, cwd="/")
     except subprocess.CalledProcessError as err:
-        last = (err.stderr.strip().splitlines() or [str(err)])[-1]
-        raise LoopbenchError(f"the GEMM measurement failed: {last}") from None
+        last = ((err.stderr or "").strip().splitlines() or [f"exit code {err.returncode}"])[-1]
+        raise LoopbenchError(f"the float32 GEMM measurement failed: {last}") from None
     after, wall = cpu_sample(cpus), time.perf_counter() - start
     others = (after.busy_s - before.busy_s) - (_children_cpu() - children) - (after.own_s - before.own_s)
     return [float(v) for v in json.loads(out.stdout.strip().splitlines()[-1])], max(others, 0.0) / (cores * wall)

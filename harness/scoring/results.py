@@ -119,9 +119,10 @@ def _record(
     if rejected is None:
         timed_on = [t.node or "" for t in trials]
         s = stats.speedup(base_times, sub_times, timed_on)
-        lo, hi = stats.speedup_interval(base_times, sub_times, timed_on)
+        if len(trials) >= stats.MIN_TRIALS_FOR_INTERVAL:  # one trial has no interval
+            rec.speedup_ci = list(stats.speedup_interval(base_times, sub_times, timed_on))
         med = stats.median(sub_times)
-        rec.speedup, rec.speedup_ci, rec.x_human = s, [lo, hi], stats.x_human(s)
+        rec.speedup, rec.x_human = s, stats.x_human(s)
         rec.submission_median_seconds = med
         rec.achieved_gflops = setting.flops / med / 1e9
         rec.ceiling_fraction = setting.ceiling_fraction(med)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from tqdm import tqdm
-
 from harness.contract.checks import Check
 from harness.contract.submission import Submission
 from harness.judge import oracle
@@ -12,6 +10,7 @@ from harness.judge.tolerances import DEFAULT
 from harness.records.schema import Isolation, RunSummary
 from harness.scoring import data
 from harness.scoring.disturbance import MAX_ATTEMPTS, judge
+from harness.scoring.progress import RunProgress, bar
 from harness.scoring.setting import Setting
 from harness.trial.session import run_trial
 
@@ -31,9 +30,11 @@ def run_once(
 ) -> RunSummary:
     """One run of `sub` in a fresh process, then its verdict."""
     task = setting.task
-    bar = tqdm(total=task.steps, desc=label, unit="step", leave=False, disable=not progress)
-    outcome = run_trial(sub, task, setting.budget, params, batches, on_step=lambda s: bar.update(1))
-    bar.close()
+    shown = RunProgress(label, task.steps, progress)
+    try:
+        outcome = run_trial(sub, task, setting.budget, params, batches, on_step=shown.step)
+    finally:
+        shown.close()
     summary = RunSummary(
         accepted=False,
         reason="",
@@ -48,13 +49,13 @@ def run_once(
     if outcome.failure is not None:
         summary.reason, summary.check = outcome.failure.reason, outcome.failure.check
         return summary
-    bar = tqdm(
-        total=len(task.checkpoint_steps()), desc=f"{label} audit", unit="segment", leave=False, disable=not progress
-    )
-    verdict = audit_run(
-        task, params, batches, outcome.losses, outcome.checkpoints, DEFAULT, on_segment=lambda k: bar.update(1)
-    )
-    bar.close()
+    segments = bar(len(task.checkpoint_steps()), f"{label}: audit", "segment", progress)
+    try:
+        verdict = audit_run(
+            task, params, batches, outcome.losses, outcome.checkpoints, DEFAULT, on_segment=lambda k: segments.update(1)
+        )
+    finally:
+        segments.close()
     summary.segments = verdict.segments
     summary.accepted, summary.reason, summary.hint = verdict.accepted, verdict.reason, verdict.hint
     summary.check = verdict.failure.check if verdict.failure else None

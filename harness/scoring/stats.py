@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 BOOTSTRAP_RESAMPLES = 4000
+MIN_TRIALS_FOR_INTERVAL = 2
 HUMAN_REFERENCE = 4.0
 """The human expert reference speedup (reported to take 4 to 8 hours): "x human" = speedup / 4."""
 
@@ -47,14 +48,16 @@ def _within_nodes(b: np.ndarray, s: np.ndarray, labels: np.ndarray | None) -> fl
 def speedup_interval(
     baseline: list[float], submission: list[float], nodes: list[str] | None = None, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
-    """Bootstrap interval of the speedup, resampling whole trials so that each pair (and its node) stays together."""
+    """Bootstrap interval of the speedup, resampling whole trials so that each pair (and its node) stays together.
+
+    One trial has no interval: resampling a single pair gives back its own ratio, which is no measure of spread.
+    """
     b, s = np.asarray(baseline, dtype=float), np.asarray(submission, dtype=float)
     if len(b) != len(s) or len(b) == 0:
         raise ValueError("paired trials need the same, non-zero number of times on both sides")
+    if len(b) < MIN_TRIALS_FOR_INTERVAL:
+        raise ValueError(f"an interval needs at least {MIN_TRIALS_FOR_INTERVAL} paired trials, not {len(b)}")
     labels = _node_labels(nodes, len(b))
-    if len(b) == 1:
-        ratio = float(b[0] / s[0])
-        return ratio, ratio
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(b), size=(BOOTSTRAP_RESAMPLES, len(b)))
     if labels is None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 from harness.contract.cores import thread_env
+from harness.contract.files import copy_files
 from harness.contract.mounts import writable_mounts
 from harness.contract.submission import Submission
 from harness.trial.cgroups import sweep_stale
@@ -37,12 +38,16 @@ OWNER_FILE = "owner.json"
 
 
 def prepare_folder(submission: Submission) -> Path:
-    """A new folder holding a copy of the submission, empty home, tmp, cache and data folders, and its owner."""
+    """A new folder holding a copy of the submission, empty home, tmp, cache and data folders, and its owner.
+
+    The copy is made from what the submission was loaded with (no link out of it, no special file, its size
+    capped) and every file is checked against its hash as it is copied; a failure leaves no folder behind.
+    """
     sweep_stale_folders()
     root = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
     try:
         (root / OWNER_FILE).write_text(json.dumps({"owner": owner_token()}), encoding="utf-8")
-        shutil.copytree(submission.path, root / "submission", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        copy_files(submission.path, submission.files, root / "submission")
         for sub in ("home", "tmp", "cache", "data"):
             (root / sub).mkdir()
     except BaseException:

@@ -120,6 +120,17 @@ def test_hang(tiny_setting):
     assert_rejected(run("hang", with_budget(tiny_setting, timeout_s=2)), "timeout", "timed out after 2 s")
 
 
+def test_a_crash_names_the_line_of_the_submission_that_raised(tiny_setting):
+    result = run("crash", tiny_setting)
+    assert_rejected(result, "crash", "ZeroDivisionError", "(at train.py, line 62, in train)")
+
+
+def test_a_hang_reports_the_cpu_it_burned_and_its_exact_limit(tiny_setting):
+    result = run("hang", with_budget(tiny_setting, timeout_s=2.5))
+    assert_rejected(result, "timeout", "timed out after 2.5 s")
+    assert result.trials[0].submission.cpu_seconds > 0
+
+
 def test_memory_bomb(tiny_setting):
     result = run("memory_bomb", with_budget(tiny_setting, memory_mib=1024))
     # the kernel holds a run at its budget (a cgroup's limit); the polling watch sees it just over

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import shutil
+import subprocess
 
 import pytest
 
@@ -10,7 +11,7 @@ from harness.contract.submission import load_submission, reference_submission
 from harness.records.store import load_records
 from harness.scoring.results import check
 from harness.scoring.trials import local_node
-from tests.helpers import HONEST, assert_one_line_error, invoke
+from tests.helpers import HONEST, PROJECT, assert_one_line_error, invoke
 
 
 def test_check_accepts_the_reference_and_a_float32_port():
@@ -98,7 +99,7 @@ def test_the_record_says_what_isolation_took_effect(tiny_setting):
             'entrypoint = "train"\n',
             "entrypoint",
         ),
-        ('name = "x"\nkind = "agent"\n', "system: Field required"),
+        ('name = "x"\nkind = "agent"\n', "missing system, authors, date and description"),
         ('name = "x" kind', "not valid TOML"),
     ],
 )
@@ -143,3 +144,41 @@ def test_check_and_score_print_the_same_shape_of_trial(tmp_path):
     )
     shared = set(checked) & set(scored)
     assert {"submission", "workload", "verdict", "reason", "check", "hint", "ceiling_fraction", "trials"} <= shared
+
+
+def test_score_writes_into_an_untracked_folder_by_default_and_names_every_record(tmp_path, monkeypatch):
+    broken = tmp_path / "broken"
+    shutil.copytree(HONEST, broken)
+    (broken / "train.py").write_text("def train(task, params, batches, log):\n    raise RuntimeError('boom')\n")
+    monkeypatch.chdir(tmp_path)
+    result = invoke("score", broken, "--workload", "tiny", "--trials", "1", "--busy", "record")
+    assert result.exit_code == 1, result.output
+    [(path, _)] = load_records(tmp_path / "results" / "local")
+    assert "REJECTED" in result.stdout and f"record {path.relative_to(tmp_path)}" in result.stdout
+    assert "\r" not in result.stderr and len(result.stderr.splitlines()) <= 6, result.stderr
+
+
+def test_the_default_results_folder_is_ignored_by_git():
+    if not (PROJECT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    out = subprocess.run(
+        ["git", "check-ignore", "-q", "results/local/runs/x.json"], cwd=PROJECT, capture_output=True, check=False
+    )
+    assert out.returncode == 0, "results/local/ is not ignored: a personal record could be committed"
+
+
+def test_one_trial_gives_no_interval(tmp_path):
+    result = invoke("score", HONEST, "--workload", "tiny", "--trials", "1", "--results", tmp_path, "--busy", "record")
+    assert result.exit_code == 0, result.output
+    assert "no interval" in result.stdout and "95% CI" not in result.stdout
+    [(_, record)] = load_records(tmp_path)
+    assert record.speedup and record.speedup_ci is None
+
+
+def test_check_shows_its_phases_in_a_log_without_carriage_returns():
+    result = invoke("check", HONEST)
+    assert result.exit_code == 0, result.output
+    assert "\r" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("measuring this machine's float32 GEMM rate") and len(lines) <= 3, lines
+    assert any("setup" in line and "steps" in line for line in lines), lines

@@ -32,7 +32,7 @@ def test_check_and_score_work_inside_an_export(tmp_path, monkeypatch):
     assert "committed to the task's history (accepted" in checked.stderr
     scored = invoke("score", "submissions/mine", "--workload", "tiny", "--trials", "1", "--busy", "record")
     assert scored.exit_code == 0, scored.output
-    assert len(list((workspace / "results" / "runs").glob("*.json"))) == 1
+    assert len(list((workspace / "results" / "local" / "runs").glob("*.json"))) == 1
     log = git_log(workspace)
     assert len(log) == 3 and log[0].startswith("score submissions/mine: accepted (")
     assert log[1].startswith("check submissions/mine: accepted (") and log[2].startswith("loopbench task export")

@@ -136,7 +136,7 @@ def test_an_old_version_is_upgraded_step_by_step(monkeypatch):
         (b'{"version": 1, "created": ', "not JSON"),
         (b"\xff\xfe\x00binary", "not text"),
         (b"[1, 2, 3]", "no record version"),
-        (b'{"version": 1}', r"created: Field required \(and"),
+        (b'{"version": 1}', "missing created, submission, baseline, workload"),
     ],
 )
 def test_a_bad_file_says_what_is_wrong(body, fragment):

@@ -20,8 +20,10 @@ def test_identical_times_give_a_point_interval_at_one():
     assert stats.speedup_interval([3.0, 3.0, 3.0], [3.0, 3.0, 3.0]) == (1.0, 1.0)
 
 
-def test_one_trial_gives_its_own_ratio():
-    assert stats.speedup_interval([8.0], [2.0]) == (4.0, 4.0)
+def test_one_trial_has_no_interval():
+    assert stats.speedup([8.0], [2.0]) == 4.0
+    with pytest.raises(ValueError, match="at least 2 paired trials"):
+        stats.speedup_interval([8.0], [2.0])
 
 
 def test_unpaired_trials_are_refused():
