@@ -80,7 +80,8 @@ def clean_run(
     Verdicts that do not depend on time (the audit's, a crash) are never run again.
     """
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        run = run_once(sub, setting, params, batches, progress, label, attempt)
+        shown = label if attempt == 1 else f"{label} (attempt {attempt}/{MAX_ATTEMPTS}: the last was disturbed)"
+        run = run_once(sub, setting, params, batches, progress, shown, attempt)
         disturbed = run.disturbance is not None and run.disturbance.disturbed
         if not disturbed or setting.busy == "record" or run.check not in TIME_DEPENDENT:
             return run

@@ -58,7 +58,8 @@ def timed_trial(
 
     The order alternates from one trial to the next, so that slow drift of the machine favours neither side.
     A GEMM probe before and after says whether the machine stayed as fast as its ceiling; a trial it says was
-    busy, or a run disturbed again and again, is run again, then refused with "machine busy".
+    busy is run again, then refused with "machine busy"; a run still disturbed after its own attempts is refused
+    at once.
     """
     params, batches = _trial_data(setting, seed)
     order: list[int | None] = [None, *range(len(subs))]
@@ -69,9 +70,14 @@ def timed_trial(
         runs: dict[int | None, RunSummary] = {}
         for who in order:
             sub = baseline if who is None else subs[who]
-            runs[who] = clean_run(sub, setting, params, batches, progress, f"trial {index + 1}/{trials} {sub.name}")
+            runs[who] = run = clean_run(
+                sub, setting, params, batches, progress, f"trial {index + 1}/{trials} {sub.name}"
+            )
             if on_run:
                 on_run()
+            if setting.busy == "refuse" and run.disturbance is not None and run.disturbance.disturbed:
+                # clean_run already ran it again: running the whole trial again would only repeat that
+                raise refusal(f"{sub.name} disturbed in {MAX_ATTEMPTS} attempts", run.disturbance.why or "disturbed")
         probes.append(probe_gflops(setting.budget.cores))
         why = _busy(runs, probes, setting)
         if why is None or setting.busy == "record":
