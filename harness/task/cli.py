@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from harness.command import BusyOpt, BusyPolicy
 from harness.errors import LoopbenchError
 
 if TYPE_CHECKING:
@@ -30,11 +31,18 @@ Headlines = Annotated[
     typer.Option(
         "--workload",
         "-w",
+        metavar="NAME",
         help="A headline workload (a name from `loopbench workloads`); repeat for several. Default: standard.",
     ),
 ]
 ResultsOpt = Annotated[
-    Path, typer.Option("--results", help="Folder whose runs/ receives the records and reports/ the timeline.")
+    Path,
+    typer.Option(
+        "--results",
+        metavar="FOLDER",
+        help="Folder whose runs/ receives the records and reports/ the timeline (default: results/local, yours; git"
+        " ignores it; --results results is the project's own leaderboard).",
+    ),
 ]
 
 
@@ -67,7 +75,10 @@ def export(
     folder: Annotated[Path, typer.Argument(help="The new workspace: a folder that does not exist yet, or is empty.")],
     workload: Headlines = None,
     variants: Annotated[
-        int, typer.Option(min=0, help="Public variant workloads (other sizes) to put in the workspace's workloads/.")
+        int,
+        typer.Option(
+            metavar="N", min=0, help="Public variant workloads (other sizes) to put in the workspace's workloads/."
+        ),
     ] = 0,
     as_json: JsonFlag = False,
 ) -> None:
@@ -138,28 +149,33 @@ def _grade_payload(graded: Graded) -> dict[str, Any]:
 @task_app.command()
 def grade(
     folder: Annotated[Path, typer.Argument(help="The attempt's workspace, as `loopbench task export` made it.")],
-    trials: Annotated[int, typer.Option(min=1, help="Paired trials per workload, each on a fresh seed.")] = 3,
+    trials: Annotated[
+        int, typer.Option(metavar="N", min=1, help="Paired trials per workload, each on a fresh seed.")
+    ] = 3,
     every: Annotated[
-        int, typer.Option(min=0, help="Grade every K-th snapshot besides the final state (0: the final state only).")
+        int,
+        typer.Option(
+            metavar="K", min=0, help="Grade every K-th snapshot besides the final state (0: the final state only)."
+        ),
     ] = 1,
     variants: Annotated[
-        int, typer.Option(min=1, help="Held-out variant workloads per headline, drawn now from a fresh seed.")
+        int,
+        typer.Option(metavar="N", min=1, help="Held-out variant workloads per headline, drawn now from a fresh seed."),
     ] = 2,
     workload: Headlines = None,
-    results: ResultsOpt = Path("results"),
+    results: ResultsOpt = Path("results/local"),
     ladder: Annotated[
         Path | None,
-        typer.Option(help="Folder whose records give the ladder's reference lines (default: the --results folder)."),
+        typer.Option(
+            metavar="FOLDER",
+            help="Folder whose records give the ladder's reference lines (default: results, the project's own).",
+        ),
     ] = None,
     system: Annotated[
-        str | None, typer.Option(help="Who made the attempt, for the records (default: its submission.toml's).")
+        str | None,
+        typer.Option(metavar="NAME", help="Who made the attempt, for the records (default: its submission.toml's)."),
     ] = None,
-    busy: Annotated[
-        str,
-        typer.Option(
-            help="A run the machine disturbed: refuse (run again, then 'machine busy') or record (kept, marked)."
-        ),
-    ] = "refuse",
+    busy: BusyOpt = BusyPolicy.refuse,
     as_json: JsonFlag = False,
 ) -> None:
     """Re-score an attempt from outside its workspace; write its records (kind agent) and its timeline page.
@@ -180,7 +196,7 @@ def grade(
             system,
             ladder,
             sys.stderr.isatty(),
-            busy="record" if busy == "record" else "refuse",
+            busy="record" if busy is BusyPolicy.record else "refuse",
         )
     for warning in graded.warnings:
         typer.echo(f"warning: {warning}", err=True)
@@ -198,18 +214,22 @@ def grade(
 @task_app.command()
 def timeline(
     attempt: Annotated[str, typer.Argument(help="The attempt's id (12 hex digits, as `task grade` printed it).")],
-    results: ResultsOpt = Path("results"),
+    results: ResultsOpt = Path("results/local"),
     ladder: Annotated[
-        Path | None, typer.Option(help="Folder whose records give the ladder's lines (default: --results).")
+        Path | None,
+        typer.Option(metavar="FOLDER", help="Folder whose records give the ladder's lines (default: results)."),
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="The page (default: RESULTS/reports/attempt-ID.html).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="The page (default: RESULTS/reports/attempt-ID.html).")
+    ] = None,
 ) -> None:
     """Write an attempt's timeline page again from the records of its latest grade (byte for byte the same)."""
     from harness.report.attempts import write_timeline
     from harness.report.standings import load
+    from harness.task.grade import PROJECT_RESULTS
 
     with _one_line_errors():
         load(results)  # one line if the folder or its runs/ is missing
         if ladder is not None:
             load(ladder)
-        typer.echo(f"wrote {write_timeline(results, attempt, ladder or results, out)}")
+        typer.echo(f"wrote {write_timeline(results, attempt, ladder or PROJECT_RESULTS, out)}")

@@ -31,6 +31,8 @@ from harness.task.marker import MARKER, SUBMISSION, parse_marker
 from harness.task.states import State, graded_states
 from harness.task.variants import draw_variants
 
+PROJECT_RESULTS = Path("results")
+"""The project's own results folder: its records give a timeline's ladder lines unless --ladder says otherwise."""
 MIN_VARIANTS = 1
 
 
@@ -191,5 +193,7 @@ def grade_attempt(
         )
     _annotate(graded, _system(states, system))
     graded.paths = [write_record(r, results) for s in states for r in graded.records[s.index]]
-    graded.timeline = write_timeline(results, graded.attempt, ladder or results, timeline_path(results, graded.attempt))
+    graded.timeline = write_timeline(
+        results, graded.attempt, ladder or PROJECT_RESULTS, timeline_path(results, graded.attempt)
+    )
     return graded
