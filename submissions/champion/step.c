@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #if defined(__AVX512F__)
 #define VL 16
@@ -150,8 +151,8 @@ static inline float fexp(float x) {
 #define GELU_B (GELU_A * 0.044715f)
 
 typedef struct {
-    int V, T, C, L, H, D, B, nt;
-    long N, np;
+    int V, T, C, L, H, D, B, nt, chunk; /* chunk: sequences a thread takes through a pass at a time */
+    long N, np, rows; /* N = B T; rows: of every activation buffer, nt chunks of chunk T rows */
     float *p, *m, *v;   /* flat, owned by the caller */
     float **g;          /* per thread flat gradients */
     float *wt;          /* transposed weights */
@@ -161,6 +162,7 @@ typedef struct {
     float *dh, *dt, *dqkv, *du, *us, *scratch;
     double part[64], lossp[64];
     double times[8];
+    int profile; /* when set, thread 0 adds its CPU seconds per kind of work to prof */
     double prof[8]; /* thread 0: linear fwd, attention fwd, element-wise fwd, head+loss, head back,
                        element-wise back, linear back, attention back */
 } Ctx;
@@ -168,6 +170,17 @@ typedef struct {
 enum { P_WTE, P_WPE, P_LNFG, P_LNFB };
 enum { L_LN1G, L_LN1B, L_ATTW, L_ATTB, L_PROJW, L_PROJB, L_LN2G, L_LN2B, L_FCW, L_FCB, L_FPW, L_FPB };
 #define LP(x, l, k) ((x) + ctx->off[4 + 12 * (l) + (k)])
+
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+void ctx_profile(Ctx *ctx, int on) { ctx->profile = on; }
+
+static inline long ldp_of(int T);
+static long scratch_size(int T, int D) { return ldp_of(T) * (T + D) + 64; }
 
 static float *falloc(long n) {
     long bytes = ((n * 4 + 63) / 64) * 64 + 64;
@@ -183,14 +196,15 @@ static float **fallocs(int k, long n) {
 }
 
 /* off: the offsets of wte, wpe, lnf.g, lnf.b, then per layer the 12 tensors in SPEC order. */
-void *ctx_new(int V, int T, int C, int L, int H, int B, int nt, long np, const long *off, float *p, float *m,
-              float *v) {
+void *ctx_new(int V, int T, int C, int L, int H, int B, int nt, int chunk, long np, const long *off, float *p,
+              float *m, float *v) {
     if (L > 64 || nt > 64) return NULL;
     Ctx *ctx = calloc(1, sizeof(Ctx));
     ctx->V = V, ctx->T = T, ctx->C = C, ctx->L = L, ctx->H = H, ctx->D = C / H, ctx->B = B, ctx->nt = nt;
     ctx->N = (long)B * T, ctx->np = np, ctx->p = p, ctx->m = m, ctx->v = v;
     memcpy(ctx->off, off, sizeof(long) * (4 + 12 * L));
-    long N = ctx->N;
+    ctx->chunk = chunk < 1 ? 1 : chunk;
+    long N = ctx->rows = (long)nt * ctx->chunk * T;
     ctx->g = fallocs(nt, np);
     ctx->toff[0] = 0; /* wte^T (C x V), then per layer attn^T, proj^T, fc^T, fcproj^T */
     long at = (long)V * C;
@@ -202,12 +216,12 @@ void *ctx_new(int V, int T, int C, int L, int H, int B, int nt, long np, const l
     ctx->h = fallocs(L + 1, N * C);
     ctx->a1 = fallocs(L, N * C), ctx->qkv = fallocs(L, N * 3 * C), ctx->o = fallocs(L, N * C);
     ctx->hmid = fallocs(L, N * C), ctx->a2 = fallocs(L, N * C), ctx->f = fallocs(L, N * 4 * C);
-    ctx->att = fallocs(L, (long)B * H * T * T);
+    ctx->att = fallocs(L, (long)nt * ctx->chunk * H * T * ldp_of(T));
     ctx->mean = falloc(N * (2 * L + 1)), ctx->rstd = falloc(N * (2 * L + 1));
     ctx->lnf = falloc(N * C), ctx->logits = falloc(N * V);
     ctx->dh = falloc(N * C), ctx->dt = falloc(N * C), ctx->dqkv = falloc(N * 3 * C);
     ctx->du = falloc(N * 4 * C), ctx->us = falloc(N * 4 * C);
-    ctx->scratch = falloc((long)nt * (2L * T * T + 2L * ctx->D * T + 64));
+    ctx->scratch = falloc((long)nt * scratch_size(T, ctx->D));
     return ctx;
 }
 
@@ -250,8 +264,8 @@ static void layernorm(const float *x, long rows, int C, const float *g, const fl
 
 /* dx (+)= LN backward of dy; dg, db accumulate (zeroed here first). */
 static void layernorm_back(const float *dy, const float *x, long rows, int C, const float *g, const float *mean,
-                           const float *rstd, float *dx, int acc, float *dg, float *db) {
-    memset(dg, 0, sizeof(float) * C), memset(db, 0, sizeof(float) * C);
+                           const float *rstd, float *dx, int acc, float *dg, float *db, int acc_g) {
+    if (!acc_g) memset(dg, 0, sizeof(float) * C), memset(db, 0, sizeof(float) * C);
     for (long r = 0; r < rows; r++) {
         const float *dyr = dy + r * C, *xr = x + r * C;
         float mu = mean[r], rs = rstd[r], s1 = 0.0f, s2 = 0.0f;
@@ -271,8 +285,8 @@ static void layernorm_back(const float *dy, const float *x, long rows, int C, co
     }
 }
 
-static void colsum(const float *x, long rows, int C, float *out) {
-    memset(out, 0, sizeof(float) * C);
+static void colsum(const float *x, long rows, int C, float *out, int acc) {
+    if (!acc) memset(out, 0, sizeof(float) * C);
     for (long r = 0; r < rows; r++)
 #pragma omp simd
         for (int c = 0; c < C; c++) out[c] += x[r * C + c];
@@ -295,88 +309,149 @@ static void gelu_back(const float *f, long n, float *du) {
     }
 }
 
+typedef int32_t vi __attribute__((vector_size(VL * 4)));
+
+static inline vf vsel(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
+
+/* fexp on a whole vector. */
+static inline vf vexp(vf x) {
+    const vf lo = (vf){0} - 87.0f, hi = (vf){0} + 88.0f;
+    x = vsel(x < lo, lo, x);
+    x = vsel(x > hi, hi, x);
+    vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    vf r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    vf p = (vf){0} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    return p * (vf)e;
+}
+
+/* Horizontal max and sum by halving, log2(VL) dependent steps instead of VL. */
+#if VL == 16
+#define SH1 (vi){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}
+#define SH2 (vi){4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3}
+#define SH3 (vi){2, 3, 0, 1, 6, 7, 4, 5, 2, 3, 0, 1, 6, 7, 4, 5}
+#else
+#define SH1 (vi){4, 5, 6, 7, 0, 1, 2, 3}
+#define SH2 (vi){2, 3, 0, 1, 6, 7, 4, 5}
+#define SH3 SH2
+#endif
+static inline vf vmax(vf a, vf b) { return vsel(a > b, a, b); }
+
+static inline float hmax(vf x) {
+    x = vmax(x, __builtin_shuffle(x, SH1));
+    x = vmax(x, __builtin_shuffle(x, SH2));
+    if (VL == 16) x = vmax(x, __builtin_shuffle(x, SH3));
+    return x[0] > x[1] ? x[0] : x[1];
+}
+
+static inline float hsum(vf x) {
+    x += __builtin_shuffle(x, SH1);
+    x += __builtin_shuffle(x, SH2);
+    if (VL == 16) x += __builtin_shuffle(x, SH3);
+    return x[0] + x[1];
+}
+
+static inline vi lanes(int base) {
+#if VL == 16
+    const vi iota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+#else
+    const vi iota = {0, 1, 2, 3, 4, 5, 6, 7};
+#endif
+    return iota + base;
+}
+
+/* Rows of attention matrices are ldp = T rounded up to whole vectors apart, so that a row's last vector never
+   reaches into the next row. */
+static inline long ldp_of(int T) { return (T + VL - 1) / VL * VL; }
+
 /* Causal attention of one (sequence, head): S = Q K^T scaled, P = softmax (kept in P), O = P V. */
 static void attn_fwd(Ctx *ctx, const float *q, float *o, float *P, float *sc) {
     int T = ctx->T, D = ctx->D, C = ctx->C;
-    long ld = 3L * C;
+    long ld = 3L * C, lp = ldp_of(T);
     const float *k = q + C, *v = q + 2 * C;
     float *kt = sc, scale = 1.0f / sqrtf((float)D);
     for (int t = 0; t < T; t++)
-        for (int d = 0; d < D; d++) kt[(long)d * T + t] = k[t * ld + d];
-    gemm(T, T, D, q, ld, 1, kt, T, P, T, 0, NULL, CAUSAL_N);
+        for (int d = 0; d < D; d++) kt[(long)d * lp + t] = k[t * ld + d];
+    gemm(T, T, D, q, ld, 1, kt, lp, P, lp, 0, NULL, CAUSAL_N);
     for (int i = 0; i < T; i++) {
-        /* whole vectors up to the one holding the diagonal, the future masked by a select */
-        float *row = P + (long)i * T, mx = -3.0e38f, s = 0.0f;
-        int jn = (i + VL) / VL * VL < T ? (i + VL) / VL * VL : T;
-#pragma omp simd reduction(max : mx)
-        for (int j = 0; j < jn; j++) mx = (j <= i && row[j] > mx) ? row[j] : mx;
-#pragma omp simd reduction(+ : s)
-        for (int j = 0; j < jn; j++) {
-            float e = j <= i ? fexp((row[j] - mx) * scale) : 0.0f;
-            row[j] = e, s += e;
+        /* whole vectors up to the one holding the diagonal, the future masked */
+        float *row = P + (long)i * lp;
+        int nvec = i / VL + 1;
+        vf mx = (vf){0} - 3.0e38f, sum = (vf){0};
+        for (int w = 0; w < nvec; w++) mx = vsel(lanes(w * VL) <= i, vsel(vld(row + w * VL) > mx, vld(row + w * VL), mx), mx);
+        float m = hmax(mx);
+        for (int w = 0; w < nvec; w++) {
+            vf e = vsel(lanes(w * VL) <= i, vexp((vld(row + w * VL) - m) * scale), (vf){0});
+            vst(row + w * VL, e);
+            sum += e;
         }
-        float inv = 1.0f / s;
-#pragma omp simd
-        for (int j = 0; j < jn; j++) row[j] *= inv;
-        memset(row + jn, 0, sizeof(float) * (T - jn));
+        float inv = 1.0f / hsum(sum);
+        for (int w = 0; w < nvec; w++) vst(row + w * VL, vld(row + w * VL) * inv);
+        memset(row + nvec * VL, 0, sizeof(float) * (lp - nvec * VL));
     }
-    gemm(T, D, T, P, T, 1, v, ld, o, C, 0, NULL, CAUSAL_KEND);
+    gemm(T, D, T, P, lp, 1, v, ld, o, C, 0, NULL, CAUSAL_KEND);
 }
 
 static void attn_bwd(Ctx *ctx, const float *q, const float *o, const float *P, const float *dout, float *dq,
                      float *sc) {
     int T = ctx->T, D = ctx->D, C = ctx->C;
-    long ld = 3L * C;
+    long ld = 3L * C, lp = ldp_of(T);
     const float *k = q + C, *v = q + 2 * C;
-    float *vt = sc, *dp = sc + (long)D * T + 16, scale = 1.0f / sqrtf((float)D);
+    float *vt = sc, *dp = sc + (long)D * lp, scale = 1.0f / sqrtf((float)D);
     for (int t = 0; t < T; t++)
-        for (int d = 0; d < D; d++) vt[(long)d * T + t] = v[t * ld + d];
-    gemm(T, T, D, dout, C, 1, vt, T, dp, T, 0, NULL, CAUSAL_N);
+        for (int d = 0; d < D; d++) vt[(long)d * lp + t] = v[t * ld + d];
+    gemm(T, T, D, dout, C, 1, vt, lp, dp, lp, 0, NULL, CAUSAL_N);
     for (int i = 0; i < T; i++) {
         float delta = 0.0f;
-        const float *pr = P + (long)i * T;
-        float *dr = dp + (long)i * T;
+        const float *pr = P + (long)i * lp;
+        float *dr = dp + (long)i * lp;
 #pragma omp simd reduction(+ : delta)
         for (int d = 0; d < D; d++) delta += dout[(long)i * C + d] * o[(long)i * C + d];
-        int jn = (i + VL) / VL * VL < T ? (i + VL) / VL * VL : T;
-#pragma omp simd
-        for (int j = 0; j < jn; j++) dr[j] = j <= i ? scale * pr[j] * (dr[j] - delta) : 0.0f;
-        memset(dr + jn, 0, sizeof(float) * (T - jn));
+        int nvec = i / VL + 1;
+        for (int w = 0; w < nvec; w++) {
+            vf x = (vld(dr + w * VL) - delta) * vld(pr + w * VL) * scale;
+            vst(dr + w * VL, vsel(lanes(w * VL) <= i, x, (vf){0}));
+        }
+        memset(dr + nvec * VL, 0, sizeof(float) * (lp - nvec * VL));
     }
-    gemm(T, D, T, dp, T, 1, k, ld, dq, ld, 0, NULL, CAUSAL_KEND);              /* dQ = dS K */
-    gemm(T, D, T, dp, 1, T, q, ld, dq + C, ld, 0, NULL, CAUSAL_KBEG);          /* dK = dS^T Q */
-    gemm(T, D, T, P, 1, T, dout, C, dq + 2 * C, ld, 0, NULL, CAUSAL_KBEG);     /* dV = P^T dO */
+    gemm(T, D, T, dp, lp, 1, k, ld, dq, ld, 0, NULL, CAUSAL_KEND);             /* dQ = dS K */
+    gemm(T, D, T, dp, 1, lp, q, ld, dq + C, ld, 0, NULL, CAUSAL_KBEG);         /* dK = dS^T Q */
+    gemm(T, D, T, P, 1, lp, dout, C, dq + 2 * C, ld, 0, NULL, CAUSAL_KBEG);    /* dV = P^T dO */
 }
 
-/* Forward and backward of sequences b0..b1 into gradient buffer g; returns the sum of their token losses. */
-static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float *g) {
+/* Forward and backward of the chunk of sequences b0..b1, on thread tid's rows of the activation buffers, into
+   gradient buffer g (overwritten by the first chunk, acc = 0, and added to by the next ones); returns the sum of
+   the chunk's token losses. A chunk is a few sequences, so that its activations stay in the core's own cache. */
+static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float *g, int acc) {
     int T = ctx->T, C = ctx->C, V = ctx->V, L = ctx->L, H = ctx->H, D = ctx->D;
-    long r0 = (long)b0 * T, M = (long)(b1 - b0) * T, N = ctx->N;
+    long r0 = (long)tid * ctx->chunk * T, M = (long)(b1 - b0) * T, N = ctx->rows;
     const float *P = ctx->p;
-    float *sc = ctx->scratch + tid * (2L * T * T + 2L * D * T + 64);
-    if (M == 0) {
-        memset(g, 0, sizeof(float) * ctx->np);
-        return 0.0;
-    }
+    float *sc = ctx->scratch + tid * scratch_size(T, D);
+    long a0 = (long)tid * ctx->chunk * H; /* this thread's first (sequence, head) slot of the attention buffers */
 #define ROWS(buf, w) ((buf) + r0 * (w))
-    double last = omp_get_wtime();
+    double last = ctx->profile && tid == 0 ? cpu_seconds() : 0.0;
 #define MARK(k)                                                                                                      \
     do {                                                                                                             \
-        if (tid == 0) {                                                                                              \
-            double now_ = omp_get_wtime();                                                                           \
+        if (ctx->profile && tid == 0) {                                                                              \
+            double now_ = cpu_seconds();                                                                             \
             ctx->prof[k] += now_ - last, last = now_;                                                                \
         }                                                                                                            \
     } while (0)
-    float *h0 = ROWS(ctx->h[0], C);
     for (int b = b0; b < b1; b++)
         for (int t = 0; t < T; t++) {
             const float *e = P + ctx->off[P_WTE] + (long)tok[(long)b * (T + 1) + t] * C;
             const float *pe = P + ctx->off[P_WPE] + (long)t * C;
-            float *hr = ctx->h[0] + ((long)b * T + t) * C;
+            float *hr = ROWS(ctx->h[0], C) + ((long)(b - b0) * T + t) * C;
 #pragma omp simd
             for (int c = 0; c < C; c++) hr[c] = e[c] + pe[c];
         }
-    (void)h0;
     MARK(2);
     for (int l = 0; l < L; l++) {
         float *hin = ROWS(ctx->h[l], C), *a1 = ROWS(ctx->a1[l], C), *qkv = ROWS(ctx->qkv[l], 3 * C);
@@ -389,8 +464,8 @@ static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float 
         MARK(0);
         for (int b = b0; b < b1; b++)
             for (int hh = 0; hh < H; hh++)
-                attn_fwd(ctx, ctx->qkv[l] + (long)b * T * 3 * C + hh * D, ctx->o[l] + (long)b * T * C + hh * D,
-                         ctx->att[l] + ((long)b * H + hh) * T * T, sc);
+                attn_fwd(ctx, qkv + (long)(b - b0) * T * 3 * C + hh * D, o + (long)(b - b0) * T * C + hh * D,
+                         ctx->att[l] + (a0 + (long)(b - b0) * H + hh) * T * ldp_of(T), sc);
                          MARK(1);
         const float *pb = LP(P, l, L_PROJB);
         for (long r = 0; r < M; r++)
@@ -418,10 +493,10 @@ static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float 
     gemm(M, V, C, lnf, C, 1, ctx->wt, V, lg, V, 0, NULL, FULL);
     MARK(3);
     double loss = 0.0;
-    float inv = 1.0f / (float)N;
+    float inv = 1.0f / (float)ctx->N;
     for (int b = b0; b < b1; b++)
         for (int t = 0; t < T; t++) {
-            float *row = ctx->logits + ((long)b * T + t) * V, mx = -3.0e38f, s = 0.0f;
+            float *row = lg + ((long)(b - b0) * T + t) * V, mx = -3.0e38f, s = 0.0f;
             int y = tok[(long)b * (T + 1) + t + 1];
             #pragma omp simd reduction(max : mx)
             for (int j = 0; j < V; j++) mx = row[j] > mx ? row[j] : mx;
@@ -438,15 +513,14 @@ static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float 
             row[y] -= inv;
         }
     MARK(3);
-    if (tid == 0) ctx->times[0] += omp_get_wtime();
     /* backward */
     float *dh = ROWS(ctx->dh, C), *dt = ROWS(ctx->dt, C), *dqkv = ROWS(ctx->dqkv, 3 * C), *du = ROWS(ctx->du, 4 * C);
-    gemm(V, C, (int)M, lg, 1, V, lnf, C, g + ctx->off[P_WTE], C, 0, NULL, FULL);
+    gemm(V, C, (int)M, lg, 1, V, lnf, C, g + ctx->off[P_WTE], C, acc, NULL, FULL);
     MARK(4);
     gemm(M, C, V, lg, V, 1, P + ctx->off[P_WTE], C, dt, C, 0, NULL, FULL);
     MARK(4);
     layernorm_back(dt, hl, M, C, P + ctx->off[P_LNFG], meanf, rstdf, dh, 0, g + ctx->off[P_LNFG],
-                   g + ctx->off[P_LNFB]);
+                   g + ctx->off[P_LNFB], acc);
                    MARK(5);
     for (int l = L - 1; l >= 0; l--) {
         float *hin = ROWS(ctx->h[l], C), *a1 = ROWS(ctx->a1[l], C), *qkv = ROWS(ctx->qkv[l], 3 * C);
@@ -456,51 +530,51 @@ static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float 
         const float *wt = ctx->wt;
         gelu(f, M * 4 * C, u);
         MARK(5);
-        gemm(4 * C, C, (int)M, u, 1, 4 * C, dh, C, LP(g, l, L_FPW), C, 0, NULL, FULL);
+        gemm(4 * C, C, (int)M, u, 1, 4 * C, dh, C, LP(g, l, L_FPW), C, acc, NULL, FULL);
         MARK(6);
-        colsum(dh, M, C, LP(g, l, L_FPB));
+        colsum(dh, M, C, LP(g, l, L_FPB), acc);
         MARK(5);
         gemm(M, 4 * C, C, dh, C, 1, wt + ctx->toff[4 + 4 * l], 4 * C, du, 4 * C, 0, NULL, FULL);
         MARK(6);
         gelu_back(f, M * 4 * C, du);
         MARK(5);
-        gemm(C, 4 * C, (int)M, a2, 1, C, du, 4 * C, LP(g, l, L_FCW), 4 * C, 0, NULL, FULL);
+        gemm(C, 4 * C, (int)M, a2, 1, C, du, 4 * C, LP(g, l, L_FCW), 4 * C, acc, NULL, FULL);
         MARK(6);
-        colsum(du, M, 4 * C, LP(g, l, L_FCB));
+        colsum(du, M, 4 * C, LP(g, l, L_FCB), acc);
         MARK(5);
         gemm(M, C, 4 * C, du, 4 * C, 1, wt + ctx->toff[3 + 4 * l], C, dt, C, 0, NULL, FULL);
         MARK(6);
         layernorm_back(dt, hm, M, C, LP(P, l, L_LN2G), mean + N, rstd + N, dh, 1, LP(g, l, L_LN2G),
-                       LP(g, l, L_LN2B));
+                       LP(g, l, L_LN2B), acc);
                        MARK(5);
-        gemm(C, C, (int)M, o, 1, C, dh, C, LP(g, l, L_PROJW), C, 0, NULL, FULL);
+        gemm(C, C, (int)M, o, 1, C, dh, C, LP(g, l, L_PROJW), C, acc, NULL, FULL);
         MARK(6);
-        colsum(dh, M, C, LP(g, l, L_PROJB));
+        colsum(dh, M, C, LP(g, l, L_PROJB), acc);
         MARK(5);
         gemm(M, C, C, dh, C, 1, wt + ctx->toff[2 + 4 * l], C, dt, C, 0, NULL, FULL);
         MARK(6);
         for (int b = b0; b < b1; b++)
             for (int hh = 0; hh < H; hh++) {
-                long ro = (long)b * T * C + hh * D, rq = (long)b * T * 3 * C + hh * D;
-                attn_bwd(ctx, ctx->qkv[l] + rq, ctx->o[l] + ro, ctx->att[l] + ((long)b * H + hh) * T * T,
-                         ctx->dt + ro, ctx->dqkv + rq, sc);
+                long ro = (long)(b - b0) * T * C + hh * D, rq = (long)(b - b0) * T * 3 * C + hh * D;
+                attn_bwd(ctx, qkv + rq, o + ro, ctx->att[l] + (a0 + (long)(b - b0) * H + hh) * T * ldp_of(T),
+                         dt + ro, dqkv + rq, sc);
                          MARK(7);
             }
-        gemm(C, 3 * C, (int)M, a1, 1, C, dqkv, 3 * C, LP(g, l, L_ATTW), 3 * C, 0, NULL, FULL);
+        gemm(C, 3 * C, (int)M, a1, 1, C, dqkv, 3 * C, LP(g, l, L_ATTW), 3 * C, acc, NULL, FULL);
         MARK(6);
-        colsum(dqkv, M, 3 * C, LP(g, l, L_ATTB));
+        colsum(dqkv, M, 3 * C, LP(g, l, L_ATTB), acc);
         MARK(5);
         gemm(M, C, 3 * C, dqkv, 3 * C, 1, wt + ctx->toff[1 + 4 * l], C, dt, C, 0, NULL, FULL);
         MARK(6);
-        layernorm_back(dt, hin, M, C, LP(P, l, L_LN1G), mean, rstd, dh, 1, LP(g, l, L_LN1G), LP(g, l, L_LN1B));
+        layernorm_back(dt, hin, M, C, LP(P, l, L_LN1G), mean, rstd, dh, 1, LP(g, l, L_LN1G), LP(g, l, L_LN1B),
+                       acc);
         MARK(5);
-        (void)qkv;
     }
     float *gw = g + ctx->off[P_WTE], *gp = g + ctx->off[P_WPE];
-    memset(gp, 0, sizeof(float) * T * C);
+    if (!acc) memset(gp, 0, sizeof(float) * T * C);
     for (int b = b0; b < b1; b++)
         for (int t = 0; t < T; t++) {
-            const float *d = ctx->dh + ((long)b * T + t) * C;
+            const float *d = dh + ((long)(b - b0) * T + t) * C;
             float *w = gw + (long)tok[(long)b * (T + 1) + t] * C, *pe = gp + (long)t * C;
 #pragma omp simd
             for (int c = 0; c < C; c++) w[c] += d[c], pe[c] += d[c];
@@ -520,7 +594,11 @@ double ctx_step(Ctx *ctx, const int32_t *tok, float lr, float c1, float c2, floa
     {
         int tid = omp_get_thread_num(), n = omp_get_num_threads();
         int b0 = (int)((long)B * tid / n), b1 = (int)((long)B * (tid + 1) / n);
-        ctx->lossp[tid] = pass(ctx, tid, b0, b1, tok, ctx->g[tid]);
+        double loss = 0.0;
+        for (int b = b0; b < b1; b += ctx->chunk)
+            loss += pass(ctx, tid, b, b + ctx->chunk < b1 ? b + ctx->chunk : b1, tok, ctx->g[tid], b != b0);
+        if (b0 == b1) memset(ctx->g[tid], 0, sizeof(float) * ctx->np);
+        ctx->lossp[tid] = loss;
         if (tid == 0) ctx->times[1] += omp_get_wtime();
 #pragma omp barrier
         if (tid == 0) ctx->times[2] += omp_get_wtime();

@@ -18,6 +18,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 THREADS = int(os.environ.get("LOOPBENCH_NATIVE_THREADS", os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
+CHUNK_ROWS = int(os.environ.get("LOOPBENCH_NATIVE_CHUNK_ROWS", 64))
+"""Rows a thread takes through the forward and backward pass at a time: whole sequences, at least one."""
 KERNELS = (
     "linear fwd",
     "attention fwd",
@@ -62,7 +64,7 @@ def compile_flags():
     if "avx512f" in flags:
         return [*base, "-march=native", "-mprefer-vector-width=512"]
     if "avx2" in flags and "fma" in flags:
-        return [*base, "-march=native"]
+        return [*base, "-march=native", "-mno-avx512f"]
     return base
 
 
@@ -74,10 +76,11 @@ def build():
     subprocess.run(command, check=True, capture_output=True)
     lib = ctypes.CDLL(target)
     lib.ctx_new.restype = ctypes.c_void_p
-    lib.ctx_new.argtypes = [ctypes.c_int] * 7 + [ctypes.c_long] + [ctypes.c_void_p] * 4
+    lib.ctx_new.argtypes = [ctypes.c_int] * 8 + [ctypes.c_long] + [ctypes.c_void_p] * 4
     lib.ctx_loaded.argtypes = [ctypes.c_void_p]
     lib.ctx_step.restype = ctypes.c_double
     lib.ctx_step.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_float] * 8 + [ctypes.c_long]
+    lib.ctx_profile.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.ctx_times.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
     return lib
 
@@ -120,7 +123,9 @@ class Trainer:
         table += [offsets[f"h{i}.{n}"] for i in range(task.n_layer) for n in LAYER]
         self.table = np.array(table, dtype=np.int64)
         threads = max(1, min(threads, task.batch_size))
-        args = (task.vocab_size, task.ctx_len, task.d_model, task.n_layer, task.n_head, task.batch_size, threads, at)
+        chunk = max(1, CHUNK_ROWS // task.ctx_len)
+        sizes = (task.vocab_size, task.ctx_len, task.d_model, task.n_layer, task.n_head, task.batch_size)
+        args = (*sizes, threads, chunk, at)
         self.ctx = lib.ctx_new(
             *args, self.table.ctypes.data, self.p.ctypes.data, self.m.ctypes.data, self.v.ctypes.data
         )
@@ -151,8 +156,8 @@ class Trainer:
         """Seconds per phase since the last reset (forward, backward, wait, optimiser), for docs/measure_roofline.py."""
         raw = np.zeros(13)
         self.lib.ctx_times(self.ctx, raw.ctypes.data, int(reset))
-        ends = [raw[4], *raw[:4]]
-        phases = dict(zip(("forward", "backward", "wait", "optimiser"), np.diff(ends), strict=True))
+        ends = [raw[4], *raw[1:4]]
+        phases = dict(zip(("passes", "wait", "optimiser"), np.diff(ends), strict=True))
         return phases | dict(zip(KERNELS, raw[5:], strict=True))
 
 
