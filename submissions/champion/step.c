@@ -156,7 +156,7 @@ typedef struct {
     float *p, *m, *v;   /* flat, owned by the caller */
     float **g;          /* per thread flat gradients */
     float *wt;          /* transposed weights */
-    long off[4 + 12 * 64], toff[1 + 4 * 64];
+    long *off, *toff; /* offsets of the tensors in the flat buffers, and of the transposed copies */
     /* activations, N rows each */
     float **h, **a1, **qkv, **o, **hmid, **a2, **f, **att, *mean, *rstd, *lnf, *logits;
     float *dh, *dt, *dqkv, *du, *us, *scratch;
@@ -198,10 +198,11 @@ static float **fallocs(int k, long n) {
 /* off: the offsets of wte, wpe, lnf.g, lnf.b, then per layer the 12 tensors in SPEC order. */
 void *ctx_new(int V, int T, int C, int L, int H, int B, int nt, int chunk, long np, const long *off, float *p,
               float *m, float *v) {
-    if (L > 64 || nt > 64) return NULL;
+    if (nt > 64) return NULL;
     Ctx *ctx = calloc(1, sizeof(Ctx));
     ctx->V = V, ctx->T = T, ctx->C = C, ctx->L = L, ctx->H = H, ctx->D = C / H, ctx->B = B, ctx->nt = nt;
     ctx->N = (long)B * T, ctx->np = np, ctx->p = p, ctx->m = m, ctx->v = v;
+    ctx->off = malloc(sizeof(long) * (4 + 12 * L)), ctx->toff = malloc(sizeof(long) * (1 + 4 * L));
     memcpy(ctx->off, off, sizeof(long) * (4 + 12 * L));
     ctx->chunk = chunk < 1 ? 1 : chunk;
     long N = ctx->rows = (long)nt * ctx->chunk * T;

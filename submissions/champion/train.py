@@ -122,7 +122,7 @@ class Trainer:
         table = [offsets["wte"], offsets["wpe"], offsets["lnf.g"], offsets["lnf.b"]]
         table += [offsets[f"h{i}.{n}"] for i in range(task.n_layer) for n in LAYER]
         self.table = np.array(table, dtype=np.int64)
-        threads = max(1, min(threads, task.batch_size))
+        threads = max(1, min(threads, task.batch_size, 64))
         chunk = max(1, CHUNK_ROWS // task.ctx_len)
         sizes = (task.vocab_size, task.ctx_len, task.d_model, task.n_layer, task.n_head, task.batch_size)
         args = (*sizes, threads, chunk, at)

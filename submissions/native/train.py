@@ -1,4 +1,4 @@
-"""Rung 5, native: the old champion (no autograd, flat buffers, two single-threaded streams of torch kernels) with
+"""Rung 6, native: the old champion (no autograd, flat buffers, two single-threaded streams of torch kernels) with
 the two parts its profile put on top after the GEMMs moved into C, compiled in prepare:
 
 - causal attention for small heads (forward keeps the probabilities, backward reuses them instead of recomputing
