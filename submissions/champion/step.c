@@ -293,6 +293,15 @@ static void colsum(const float *x, long rows, int C, float *out, int acc) {
         for (int c = 0; c < C; c++) out[c] += x[r * C + c];
 }
 
+/* Backward of y = x W + b over M rows (W: n_in x n_out, wt its transpose): gW (+)= x^T dy, gb (+)= column sums
+   of dy, dx = dy W^T. */
+static void linear_back(long M, int n_in, int n_out, const float *x, const float *dy, const float *wt, float *gw,
+                        float *gb, float *dx, int acc) {
+    gemm(n_in, n_out, (int)M, x, 1, n_in, dy, n_out, gw, n_out, acc, NULL, FULL);
+    colsum(dy, M, n_out, gb, acc);
+    gemm((int)M, n_in, n_out, dy, n_out, 1, wt, n_in, dx, n_in, 0, NULL, FULL);
+}
+
 static void gelu(const float *f, long n, float *u) {
 #pragma omp simd
     for (long i = 0; i < n; i++) {
@@ -531,28 +540,16 @@ static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float 
         const float *wt = ctx->wt;
         gelu(f, M * 4 * C, u);
         MARK(5);
-        gemm(4 * C, C, (int)M, u, 1, 4 * C, dh, C, LP(g, l, L_FPW), C, acc, NULL, FULL);
-        MARK(6);
-        colsum(dh, M, C, LP(g, l, L_FPB), acc);
-        MARK(5);
-        gemm(M, 4 * C, C, dh, C, 1, wt + ctx->toff[4 + 4 * l], 4 * C, du, 4 * C, 0, NULL, FULL);
+        linear_back(M, 4 * C, C, u, dh, wt + ctx->toff[4 + 4 * l], LP(g, l, L_FPW), LP(g, l, L_FPB), du, acc);
         MARK(6);
         gelu_back(f, M * 4 * C, du);
         MARK(5);
-        gemm(C, 4 * C, (int)M, a2, 1, C, du, 4 * C, LP(g, l, L_FCW), 4 * C, acc, NULL, FULL);
-        MARK(6);
-        colsum(du, M, 4 * C, LP(g, l, L_FCB), acc);
-        MARK(5);
-        gemm(M, C, 4 * C, du, 4 * C, 1, wt + ctx->toff[3 + 4 * l], C, dt, C, 0, NULL, FULL);
+        linear_back(M, C, 4 * C, a2, du, wt + ctx->toff[3 + 4 * l], LP(g, l, L_FCW), LP(g, l, L_FCB), dt, acc);
         MARK(6);
         layernorm_back(dt, hm, M, C, LP(P, l, L_LN2G), mean + N, rstd + N, dh, 1, LP(g, l, L_LN2G),
                        LP(g, l, L_LN2B), acc);
                        MARK(5);
-        gemm(C, C, (int)M, o, 1, C, dh, C, LP(g, l, L_PROJW), C, acc, NULL, FULL);
-        MARK(6);
-        colsum(dh, M, C, LP(g, l, L_PROJB), acc);
-        MARK(5);
-        gemm(M, C, C, dh, C, 1, wt + ctx->toff[2 + 4 * l], C, dt, C, 0, NULL, FULL);
+        linear_back(M, C, C, o, dh, wt + ctx->toff[2 + 4 * l], LP(g, l, L_PROJW), LP(g, l, L_PROJB), dt, acc);
         MARK(6);
         for (int b = b0; b < b1; b++)
             for (int hh = 0; hh < H; hh++) {
@@ -561,11 +558,7 @@ static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float 
                          dt + ro, dqkv + rq, sc);
                          MARK(7);
             }
-        gemm(C, 3 * C, (int)M, a1, 1, C, dqkv, 3 * C, LP(g, l, L_ATTW), 3 * C, acc, NULL, FULL);
-        MARK(6);
-        colsum(dqkv, M, 3 * C, LP(g, l, L_ATTB), acc);
-        MARK(5);
-        gemm(M, C, 3 * C, dqkv, 3 * C, 1, wt + ctx->toff[1 + 4 * l], C, dt, C, 0, NULL, FULL);
+        linear_back(M, C, 3 * C, a1, dqkv, wt + ctx->toff[1 + 4 * l], LP(g, l, L_ATTW), LP(g, l, L_ATTB), dt, acc);
         MARK(6);
         layernorm_back(dt, hin, M, C, LP(P, l, L_LN1G), mean, rstd, dh, 1, LP(g, l, L_LN1G), LP(g, l, L_LN1B),
                        acc);

@@ -90,18 +90,22 @@ void attention_backward(const float *qkv, const float *o, const float *p, const 
         }
 }
 
-/* u = GELU(f) over n elements. */
+/* GELU in its sigmoid form, x * sigmoid(2z) = 0.5 x (1 + tanh z): 1 + tanh z cancels where z is very negative,
+   the sigmoid does not; 1 - s is taken as e s (e = exp(-2z)) for the same reason. */
 void gelu_forward(const float *f, float *u, long n) {
     for (long i = 0; i < n; i++) {
-        float x = f[i];
-        u[i] = 0.5f * x * (1.0f + tanhf(GA * (x + GB * x * x * x)));
+        float x = f[i], z2 = 2.0f * GA * (x + GB * x * x * x);
+        z2 = z2 < -80.0f ? -80.0f : z2;
+        u[i] = x / (1.0f + expf(-z2));
     }
 }
 
-/* du *= GELU'(f), from f alone. */
+/* du *= GELU'(f) = s + x s (1 - s) 2 GA (1 + 3 GB x^2), from f alone. */
 void gelu_backward(const float *f, float *du, long n) {
     for (long i = 0; i < n; i++) {
-        float x = f[i], t = tanhf(GA * (x + GB * x * x * x));
-        du[i] *= 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t) * (1.0f + t) * GA * (1.0f + 3.0f * GB * x * x);
+        float x = f[i], z2 = 2.0f * GA * (x + GB * x * x * x);
+        z2 = z2 < -80.0f ? -80.0f : z2; /* exp(80) is still finite in float32 */
+        float e = expf(-z2), s = 1.0f / (1.0f + e);
+        du[i] *= s + x * s * (e * s) * 2.0f * GA * (1.0f + 3.0f * GB * x * x);
     }
 }
