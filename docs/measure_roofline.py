@@ -2,11 +2,12 @@
 
     python docs/measure_roofline.py [--workloads standard large] [--runs 5] [--json]
 
-Runs submissions/champion in this process, under the budget's cores and thread variables, on the real data
-of seed 1. Each run is timed whole and split into phases from marks the champion's Trainer records when its
-`marks` attribute is a list (forward and backward of the main thread's half of the batch, waiting for the
-other half, summing the two gradient buffers, the optimiser, logging and checkpoint copies). Figures are
-medians over the runs. A torch.profiler table of one more run gives the heaviest kernels.
+Runs submissions/champion (the training step in C) in this process, under the budget's cores and thread
+variables, on the real data of seed 1. Each run is timed whole and split into the phases the C step clocks on
+its first thread: the forward and backward passes of that thread's share of the batch, the wait for the other
+threads at the barrier, and the optimiser (summing the threads' gradients, the norm, AdamW, the transposed
+weight copies). One more run, with the step's profile switched on, gives the first thread's CPU seconds per
+kind of work (linear layers, attention, element-wise, the tied head). Figures are medians over the runs.
 The FLOPs per phase come from harness.scoring.flops.step_flops; the bytes are the compulsory traffic estimated below.
 Run it on an idle machine: anything else on the cores distorts every figure.
 """
@@ -14,7 +15,6 @@ Run it on an idle machine: anything else on the cores distorts every figure.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import statistics
@@ -34,16 +34,7 @@ from harness.scoring.flops import step_flops
 from harness.scoring.machine import measure_gemm_gflops
 
 CHAMPION = ROOT / "submissions" / "champion"
-PHASES = ("forward", "backward", "wait", "sum", "optimiser", "log")
-
-
-def phase_seconds(marks: list[tuple[str, float]]) -> dict[str, float]:
-    """Seconds per phase over a run, from ('start', t0), ('forward', t1), ... marks."""
-    totals = dict.fromkeys(PHASES, 0.0)
-    for (_, before), (phase, at) in itertools.pairwise(marks):
-        if phase != "start":
-            totals[phase] += at - before
-    return totals
+PHASES = ("passes", "wait", "optimiser")
 
 
 def traffic_bytes(task) -> dict[str, int]:
@@ -58,8 +49,7 @@ def traffic_bytes(task) -> dict[str, int]:
     N, C, V, L = task.batch_size * task.ctx_len, task.d_model, task.vocab_size, task.n_layer
     acts = L * 20 * N * C
     return {
-        "forward": 4 * (2 * acts + 3 * N * V),
-        "backward": 4 * (3 * acts + 2 * N * V),
+        "passes": 4 * (5 * acts + 5 * N * V),
         "optimiser": 4 * 8 * n_params(task),
     }
 
@@ -77,20 +67,18 @@ def measure(workload: str, runs: int, ceiling: float) -> dict:
     trainer = champion._trainer[task]
     walls, splits = [], []
     for _ in range(runs):
-        trainer.marks = []
+        trainer.times(reset=True)
         start = time.perf_counter()
         champion.train(task, params, batches, discarding_log())
         walls.append(time.perf_counter() - start)
-        splits.append(phase_seconds(trainer.marks))
-    trainer.marks = None
+        splits.append(trainer.times(reset=True))
     wall = statistics.median(walls)
     phases = {p: statistics.median(s[p] for s in splits) for p in PHASES}
     phases["outside the steps"] = max(0.0, wall - sum(phases.values()))
     flops = step_flops(task)
+    kinds = ("matmul", "attention", "elementwise")
     per_phase_flops = {
-        "forward": task.steps * (flops["forward_matmul"] + flops["forward_attention"] + flops["forward_elementwise"]),
-        "backward": task.steps
-        * (flops["backward_matmul"] + flops["backward_attention"] + flops["backward_elementwise"]),
+        "passes": task.steps * sum(flops[f"{d}_{k}"] for d in ("forward", "backward") for k in kinds),
         "optimiser": task.steps * flops["optimiser"],
     }
     per_phase_bytes = {k: task.steps * v for k, v in traffic_bytes(task).items()}
@@ -111,22 +99,20 @@ def measure(workload: str, runs: int, ceiling: float) -> dict:
     }
 
 
-def top_kernels(champion, task, params, batches, rows: int = 12) -> list[dict]:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        champion.train(task, params, batches, discarding_log())
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events) or 1.0
-    return [
-        {
-            "kernel": e.key,
-            "calls": e.count,
-            "self_cpu_ms": e.self_cpu_time_total / 1e3,
-            "share": e.self_cpu_time_total / total,
-        }
-        for e in events[:rows]
+def top_kernels(champion, task, params, batches) -> list[dict]:
+    """The first thread's CPU seconds per kind of work over one run, from the C step's own profile."""
+    trainer = champion._trainer[task]
+    trainer.lib.ctx_profile(trainer.ctx, 1)
+    trainer.times(reset=True)
+    champion.train(task, params, batches, discarding_log())
+    seconds = trainer.times(reset=True)
+    trainer.lib.ctx_profile(trainer.ctx, 0)
+    total = sum(seconds[k] for k in champion.KERNELS) or 1.0
+    rows = [
+        {"kernel": k, "calls": task.steps, "self_cpu_ms": 1e3 * seconds[k], "share": seconds[k] / total}
+        for k in champion.KERNELS
     ]
+    return sorted(rows, key=lambda r: r["self_cpu_ms"], reverse=True)
 
 
 def markdown(result: dict) -> str:
@@ -156,7 +142,7 @@ def markdown(result: dict) -> str:
         )
     lines += [
         "",
-        "| kernel (torch.profiler, self CPU of the main thread) | calls | ms | share |",
+        "| kind of work (CPU of the first thread, one run) | steps | ms | share |",
         "|---|---:|---:|---:|",
     ]
     for k in r["top_kernels"]:

@@ -46,3 +46,16 @@ def test_the_regression_check_rejects_a_broken_submission(tmp_path, tiny_setting
     with pytest.raises(AssertionError, match="broken is rejected: segment 0") as failure:
         assert_trains_the_task(copy, tiny_setting)
     assert "hint: " in str(failure.value) and "optimiser" in str(failure.value), "the failure names no likely cause"
+
+
+def test_the_native_champion_trains_the_task_with_its_avx2_code(tmp_path, tiny_setting):
+    """The champion compiles AVX-512 or AVX2 code by the CPU's flags; on a machine with AVX-512 the AVX2 path is
+    otherwise never run here, so a copy that ignores the avx512f flag must be accepted too (the records machine
+    may have AVX2 only)."""
+    copy = tmp_path / "champion-avx2"
+    shutil.copytree(PROJECT / "submissions" / "champion", copy, ignore=shutil.ignore_patterns("__pycache__", "build"))
+    source = (copy / "train.py").read_text()
+    line = "    flags = cpu_flags()\n"
+    assert source.count(line) == 1, "the champion no longer picks its code by cpu_flags(): update this test"
+    (copy / "train.py").write_text(source.replace(line, '    flags = cpu_flags() - {"avx512f"}\n'))
+    assert_trains_the_task(copy, tiny_setting)
