@@ -61,6 +61,17 @@ def restart(task: Task, sent: Checkpoint, replayed: Checkpoint) -> Checkpoint:
     return Checkpoint.of(sent.step, groups)
 
 
+def _norm(a: np.ndarray) -> float:
+    """The 2-norm, in plain numpy: never through BLAS, whose thread pool spins on a busy machine (the audit
+    runs on one thread)."""
+    flat = a.reshape(-1)
+    return math.sqrt(float(np.einsum("i,i->", flat, flat)))
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.einsum("i,i->", a.reshape(-1), b.reshape(-1)))
+
+
 def ratio(gap: float, moved: float) -> float:
     """Distance from the replay relative to how far the replay moved; a tensor that did not move must match exactly."""
     if moved == 0.0:
@@ -94,8 +105,8 @@ def tensor_figures(
         st, got = start.groups()[group], end.groups()[group]
         out[group] = {
             name: (
-                float(np.linalg.norm(compared(task, name, got[name] - rep[name]))),
-                float(np.linalg.norm(compared(task, name, rep[name] - st[name]))),
+                _norm(compared(task, name, got[name] - rep[name])),
+                _norm(compared(task, name, rep[name] - st[name])),
             )
             for name in rep
         }
@@ -123,25 +134,46 @@ def end_state(task: Task, start: Checkpoint, end: Checkpoint, replayed: Checkpoi
     return EndState(group_dist, worst_group, tensor_dist, worst_tensor, share, worst_decay, groups, moments)
 
 
+def gradient_scale(task: Task, start: Checkpoint, end: Checkpoint, replayed: Checkpoint) -> float:
+    """The common scale c of the segment's gradients that best maps the replay's new first moment onto the
+    submission's: m - beta1^n m_start = c (m_rep - beta1^n m_start) in the least-squares sense (1 if the replay
+    added nothing). A float32 gradient norm makes c differ from 1 by rounding; the m and v distances bound it."""
+    keep = task.beta1 ** (end.step - start.step)
+    num = den = 0.0
+    for name, m_rep in replayed.m.items():
+        new_rep = compared(task, name, m_rep - keep * start.m[name])
+        new_got = compared(task, name, end.m[name] - keep * start.m[name])
+        num += _dot(new_got, new_rep)
+        den += _dot(new_rep, new_rep)
+    return num / den if den > 0.0 else 1.0
+
+
 def moment_direction(task: Task, start: Checkpoint, end: Checkpoint, replayed: Checkpoint) -> float:
     """How far the submission's moments point from the replay's, in gradient units, relative to how far the
-    replay moved m: |sqrt(v_rep) (m/sqrt(v) - m_rep/sqrt(v_rep))| / |m_rep - m_start| over every compared element.
+    replay moved m: |sqrt(v_rep) (m/sqrt(v) - m_rep/sqrt(v_rep))| / |m_rep - m_start| over every compared element,
+    with the replay's new gradients scaled by the submission's common gradient scale (gradient_scale).
 
-    AdamW steps along m/sqrt(v), which no common scale of the gradient changes: an inaccurate but honest
-    gradient norm (a float32 dot product over every element) scales each clipped gradient, so m and v by c
-    and c^2, and moves this figure by nothing; 16-bit arithmetic anywhere in the gradient does not scale
-    it but scatters it, element by element. Weighting by sqrt(v_rep) counts each element in the units of
-    its own gradient, so the elements whose tiny v makes m/sqrt(v) pure rounding weigh what their gradients do.
+    AdamW steps along m/sqrt(v). An inaccurate but honest gradient norm (a float32 dot product over every
+    element) scales each clipped gradient by a common factor, which this figure does not see; 16-bit arithmetic
+    anywhere in the gradient scatters it element by element, which it does. Weighting by sqrt(v_rep) counts
+    each element in the units of its own gradient, so the elements whose tiny v makes m/sqrt(v) pure rounding
+    weigh what their gradients do.
     """
+    n = end.step - start.step
+    c = gradient_scale(task, start, end, replayed)
+    keep_m, keep_v = task.beta1**n, task.beta2**n
     gap2 = moved2 = 0.0
     for name, m_rep in replayed.m.items():
-        v_rep, m_got, v_got = replayed.v[name], end.m[name], end.v[name]
-        root = np.sqrt(v_rep)
+        m0, v0 = start.m[name], start.v[name]
+        m_fit = keep_m * m0 + c * (m_rep - keep_m * m0)
+        v_fit = np.maximum(keep_v * v0 + c * c * (replayed.v[name] - keep_v * v0), 0.0)
+        m_got, v_got = end.m[name], end.v[name]
+        root = np.sqrt(v_fit)
         with np.errstate(divide="ignore", invalid="ignore"):
             r_got = np.where(v_got > 0, m_got / np.sqrt(v_got), 0.0)
-            r_rep = np.where(v_rep > 0, m_rep / root, 0.0)
-        gap2 += float(np.sum(compared(task, name, root * (r_got - r_rep)) ** 2))
-        moved2 += float(np.sum(compared(task, name, m_rep - start.m[name]) ** 2))
+            r_fit = np.where(v_fit > 0, m_fit / root, 0.0)
+        gap2 += _norm(compared(task, name, root * (r_got - r_fit))) ** 2
+        moved2 += _norm(compared(task, name, m_rep - m0)) ** 2
     return ratio(math.sqrt(gap2), math.sqrt(moved2))
 
 
@@ -162,10 +194,10 @@ def decay_share(task: Task, start: Checkpoint, end: Checkpoint, replayed: Checkp
         if len(shape) != 2:
             continue
         p = start.params[name]
-        scale = D * float(np.vdot(p, p))
+        scale = D * _dot(p, p)
         if scale == 0.0:
             continue
-        share = abs(float(np.vdot(end.params[name] - replayed.params[name], p))) / scale
+        share = abs(_dot(end.params[name] - replayed.params[name], p)) / scale
         if share > worst:
             worst, name_of = share, name
     return worst, name_of
