@@ -27,6 +27,4 @@ def test_junk_where_the_audit_does_not_compare_is_accepted(tiny_setting, tmp_pat
     folder = tmp_path / "junk"
     shutil.copytree(ATTACKS / "low_precision_part", folder)
     (folder / "variant.toml").write_text('dtype = "bfloat16"\npart = "none"\ntrick = "key_bias"\nstart = 0\n')
-    result = assert_trains_the_task(folder, tiny_setting, seed=3)
-    segments = result.trials[0].submission.segments
-    assert max(s.distance for s in segments) < 1e-4
+    assert_trains_the_task(folder, tiny_setting, seed=3)
