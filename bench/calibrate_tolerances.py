@@ -1,206 +1,220 @@
-"""Calibrate the audit's tolerances: honest variants against dishonest ones, on several seeds and every workload.
+"""Calibrate the audit's tolerances over submission folders: honest variants against dishonest ones, on several
+seeds and every workload (SPEC §6: every tolerance 10x above the worst honest figure and 10x below the least
+detectable dishonest one, per measure and per workload).
 
-Each variant is a training run computed here (in torch, like a submission would), then audited exactly as
-the harness audits a trial. For every variant the table shows the largest group distance, the largest
-single-tensor distance and the largest loss deviation over all segments, so that the margins of the
-tolerances (harness.judge.tolerances) can be read off on both sides.
+Every variant is a submission folder (tests/honest/, tests/adversarial/attacks/, the reference, a ladder
+submission), some of them a family whose member a variant.toml picks. Each run copies the folder to a
+scratch directory (with its variant.toml), loads its entry point in a fresh process as the worker would,
+runs prepare(task) and train() in-process with a MemoryLog, and audits the run exactly as the harness audits
+a trial, with the workload's tolerances. Rows are appended to a JSON-lines file as they finish, so an
+interrupted calibration keeps what it measured; --table reads such files and writes the margins table.
 
-    python bench/calibrate_tolerances.py                     # every workload, 3 seeds
-    python bench/calibrate_tolerances.py --workloads tiny --seeds 0 1
+    python bench/calibrate_tolerances.py --workloads tiny --seeds 0 1 2 3 4 --out cal.jsonl
+    python bench/calibrate_tolerances.py --workloads standard --variants dot-norm bf16-backward --out cal.jsonl
+    python bench/calibrate_tolerances.py --table cal.jsonl --markdown table.md
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
-import math
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
 import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from harness.contract.log import MemoryLog
-from harness.contract.spec import Task, load_workload, workload_names
-from harness.judge import audit
-from harness.judge.tolerances import DISTANCE_TOL, LOSS_TOL, TENSOR_TOL
-from harness.scoring import data
+ATTACKS = "tests/adversarial/attacks/"
+LOW = ATTACKS + "low_precision_part"
+ONE = ATTACKS + "single_tensor"
+PARTS = ("attention", "mlp", "head", "backward", "weight_grad")
 
-HONEST = ("reference", "float32", "float32-permuted", "float64-permuted")
-DISHONEST = ("lr+2%", "no-weight-decay", "skip-one-step", "half-batch", "stale-v", "fabricated-losses", "bf16-matmul")
+HONEST: dict[str, tuple[str, dict | None]] = {
+    "reference": ("reference_loop", None),
+    "float32-autograd": ("tests/honest/torch_float32", None),
+    "float32-hand-backward": ("submissions/numpy-float32", None),
+    "dot-norm": ("tests/honest/dot_norm", None),
+    "reordered-sums": ("tests/honest/reordered_sums", None),
+    "numba-fastmath": ("tests/honest/numba_fastmath", None),
+    "c-fma": ("tests/honest/c_fma", None),
+    "junk-in-key-bias": (LOW, {"part": "none", "trick": "key_bias", "start": 0}),
+}
+"""Honest: what a careful or careless but legal float32 submission does. The last trains honestly and writes
+huge values into the part of attn.b the audit does not compare: it must score exactly as the honest port."""
+
+DISHONEST: dict[str, tuple[str, dict | None]] = {
+    "lr+2%": (ATTACKS + "lr_change", None),
+    "no-weight-decay": (ATTACKS + "no_weight_decay", None),
+    "skip-one-step": (ATTACKS + "skipped_steps", None),
+    "half-batch": (ATTACKS + "half_batches", None),
+    "stale-v": (ATTACKS + "stale_optimiser_state", None),
+    "fabricated-losses": (ATTACKS + "fabricated_losses", None),
+    "bf16-autocast": (ATTACKS + "bf16_compute", None),
+    "loss-bias-1e-4": (ATTACKS + "loss_bias", None),
+    "sigmoid-gelu": (ATTACKS + "sigmoid_gelu", None),
+    **{
+        f"no-decay:{t}": (ONE, {"change": "no_decay", "tensor": t})
+        for t in ("h1.proj.w", "wpe", "h0.attn.w", "h1.fcproj.w")
+    },
+    **{f"partial-batch:{t}": (ONE, {"change": "partial_batch", "tensor": t}) for t in ("h1.proj.w", "lnf.g")},
+    **{
+        f"{short}-{part}": (LOW, {"dtype": dtype, "part": part, "trick": "none", "start": 0})
+        for dtype, short in (("bfloat16", "bf16"), ("float16", "fp16"))
+        for part in PARTS
+    },
+    **{
+        f"{short}-{part}+key-bias": (LOW, {"dtype": dtype, "part": part, "trick": "key_bias", "start": "segment 1"})
+        for dtype, short in (("bfloat16", "bf16"), ("float16", "fp16"))
+        for part in PARTS
+    },
+    "bf16-backward+tiny-v": (LOW, {"dtype": "bfloat16", "part": "backward", "trick": "tiny_v", "start": "segment 1"}),
+    "bf16-backward+m-bound": (LOW, {"dtype": "bfloat16", "part": "backward", "trick": "m_bound", "start": "segment 1"}),
+}
+"""Dishonest: the attack catalogue's training changes, 16-bit arithmetic in each single part (with and without
+the key-bias trick of buying the normalisation; other trick shapes on one part), a loss bias, one tensor's
+weight decay or batch, a cheaper GELU."""
+
+from bench.calibration_table import MEASURES, tables
 
 
-def train_variant(task: Task, params: dict, batches: np.ndarray, variant: str, log: MemoryLog) -> None:
-    """A plain torch training loop of SPEC §2-3, with one honest or dishonest change named by `variant`."""
-    dtype = torch.float64 if variant in ("float64-permuted",) else torch.float32
-    p = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in params.items()}
-    m = {k: torch.zeros_like(t) for k, t in p.items()}
-    v = {k: torch.zeros_like(t) for k, t in p.items()}
-    wd = 0.0 if variant == "no-weight-decay" else task.weight_decay
-    lr_scale = 1.02 if variant == "lr+2%" else 1.0
-    C, H = task.d_model, task.n_head
-    rng = np.random.default_rng(1)
-    fabricated_start = None
-    for s in range(task.steps):
-        tokens = torch.from_numpy(np.array(batches[s]))
-        if variant.endswith("permuted"):
-            tokens = tokens[torch.from_numpy(rng.permutation(len(tokens)))]
-        if variant == "half-batch":
-            tokens = tokens[: len(tokens) // 2]
-        x, y = tokens[:, :-1], tokens[:, 1:]
-        B, T = x.shape
-        mm = (
-            (lambda a, b: (a.bfloat16() @ b.bfloat16()).to(dtype)) if variant == "bf16-matmul" else (lambda a, b: a @ b)
-        )
-        h = p["wte"][x] + p["wpe"][:T]
-        for i in range(task.n_layer):
-            a = F.layer_norm(h, (C,), p[f"h{i}.ln1.g"], p[f"h{i}.ln1.b"], 1e-5)
-            q, k_, v_ = (mm(a, p[f"h{i}.attn.w"]) + p[f"h{i}.attn.b"]).split(C, -1)
-            q, k_, v_ = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k_, v_))
-            o = F.scaled_dot_product_attention(q, k_, v_, is_causal=True).transpose(1, 2).reshape(B, T, C)
-            h = h + mm(o, p[f"h{i}.proj.w"]) + p[f"h{i}.proj.b"]
-            u = F.gelu(
-                mm(F.layer_norm(h, (C,), p[f"h{i}.ln2.g"], p[f"h{i}.ln2.b"], 1e-5), p[f"h{i}.fc.w"]) + p[f"h{i}.fc.b"],
-                approximate="tanh",
-            )
-            h = h + mm(u, p[f"h{i}.fcproj.w"]) + p[f"h{i}.fcproj.b"]
-        logits = mm(F.layer_norm(h, (C,), p["lnf.g"], p["lnf.b"], 1e-5), p["wte"].T)
-        loss = F.cross_entropy(logits.reshape(B * T, -1), y.reshape(-1))
-        for t_ in p.values():
-            t_.grad = None
-        loss.backward()
-        skip = variant == "skip-one-step" and s % task.audit_every == task.audit_every // 2
-        if not skip:
-            t = s + 1
-            W, S = task.warmup_steps, task.steps
-            lr = (
-                task.lr * t / W
-                if t <= W
-                else task.lr_min + (task.lr - task.lr_min) * 0.5 * (1 + math.cos(math.pi * (t - W) / (S - W)))
-            )
-            lr *= lr_scale
-            with torch.no_grad():
-                norm = math.sqrt(sum(float((q_.grad.double() ** 2).sum()) for q_ in p.values()))
-                clip = min(1.0, task.grad_clip / (norm + 1e-6))
-                c1, c2 = 1 - task.beta1**t, 1 - task.beta2**t
-                for k in p:
-                    g = p[k].grad * clip
-                    m[k].mul_(task.beta1).add_(g, alpha=1 - task.beta1)
-                    if variant != "stale-v" or s % 2 == 0:
-                        v[k].mul_(task.beta2).addcmul_(g, g, value=1 - task.beta2)
-                    decay = wd if p[k].ndim == 2 else 0.0
-                    p[k].sub_(lr * ((m[k] / c1) / ((v[k] / c2).sqrt() + task.eps) + decay * p[k]))
-        logged = loss.item()
-        if variant == "fabricated-losses":
-            fabricated_start = fabricated_start or logged
-            logged = fabricated_start * (1 - 0.2 * s / task.steps)  # a smooth, believable curve
-        log.step(s, logged)
-        if (s + 1) % task.audit_every == 0 or s == task.steps - 1:
-            log.checkpoint(s, {k: t_.detach() for k, t_ in p.items()}, m, v)
+def _toml(config: dict) -> str:
+    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items())
+
+
+def _run_folder(folder: str, config: dict | None, task, params, batches, log) -> None:
+    """prepare and train of the folder's entry point, in a scratch copy (with its variant.toml) as cwd."""
+    from harness.contract.submission import load_submission
+    from harness.sandbox.loader import import_entry
+
+    scratch = Path(tempfile.mkdtemp(prefix="loopbench-calibrate-"))
+    try:
+        copy = scratch / "submission"
+        shutil.copytree(PROJECT / folder, copy, ignore=shutil.ignore_patterns("__pycache__", "build"))
+        if config is not None:
+            (copy / "variant.toml").write_text(_toml(config))
+        sub = load_submission(copy)
+        os.chdir(copy)
+        module = import_entry(copy, sub.entry_file)
+        if hasattr(module, "prepare"):
+            module.prepare(task)
+        getattr(module, sub.entry_function)(task, params, batches, log)
+    finally:
+        os.chdir(PROJECT)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def measure(workload: str, seed: int, variant: str) -> dict:
-    task = load_workload(workload).task()
+    """One run of `variant` on (workload, seed), audited: its worst figure of every measure and the verdict."""
+    import torch
+
+    from harness.contract.log import MemoryLog
+    from harness.contract.spec import load_workload
+    from harness.judge import audit
+    from harness.judge.tolerances import for_workload
+    from harness.scoring import data
+
+    torch.set_num_threads(1)
+    wl = load_workload(workload)
+    task = wl.task()
+    folder, config = {**HONEST, **DISHONEST}[variant]
+    if config is not None and config.get("start") == "segment 1":
+        config = {**config, "start": task.audit_every}
     corpus = data.load_corpus()
     params, batches = data.init_params(task, seed), data.make_batches(corpus, task, seed)
     log = MemoryLog()
-    if variant == "reference":
-        from reference_loop.train import train
-
-        train(task, params, batches, log)
-    else:
-        train_variant(task, params, batches, variant, log)
-    verdict = audit.audit_run(task, params, batches, log.losses, log.checkpoints)
+    start = time.perf_counter()
+    _run_folder(folder, config, task, params, batches, log)
+    trained = time.perf_counter() - start
+    verdict = audit.audit_run(task, params, batches, log.losses, log.checkpoints, for_workload(wl))
     segs = verdict.segments
+    groups = {g: max((s.group_distances.get(g, 0.0) for s in segs), default=0.0) for g in ("params", "m", "v")}
     return {
         "workload": workload,
         "seed": seed,
         "variant": variant,
         "honest": variant in HONEST,
-        "distance": max(s.distance for s in segs),
-        "tensor_distance": max(s.tensor_distance for s in segs),
-        "loss_deviation": max(s.loss_deviation for s in segs),
+        "distance": max((s.distance for s in segs), default=float("nan")),
+        **{f"distance_{g}": d for g, d in groups.items()},
+        "moment_group": max(groups["m"], groups["v"]),
+        "moment_distance": max((s.moment_distance for s in segs), default=float("nan")),
+        "tensor_distance": max((s.tensor_distance for s in segs), default=float("nan")),
+        "decay_share": max((s.decay_share for s in segs), default=float("nan")),
+        "loss_deviation": max((s.loss_deviation for s in segs), default=float("nan")),
+        "loss_bias": abs(audit.run_loss_bias(segs)),
+        "segments": len(segs),
         "accepted": verdict.accepted,
+        "check": verdict.failure.check.value if verdict.failure else None,
         "reason": verdict.reason,
+        "train_seconds": trained,
+        "audit_seconds": time.perf_counter() - start - trained,
     }
+
+
+def _line(row: dict) -> str:
+    verdict = "accepted" if row["accepted"] else f"rejected ({row['check']}): {row['reason'][:70]}"
+    figures = " ".join(f"{row[k]:>9.2e}" for k in MEASURES)
+    return f"{row['workload']:<9} {row['seed']:>4} {row['variant']:<28} {figures}  {verdict}"
+
+
+def run(args: argparse.Namespace) -> None:
+    jobs = [
+        (wl, seed, variant)
+        for wl in args.workloads
+        for seed in args.seeds
+        for variant in args.variants
+        if not (variant == "reference" and wl != "tiny" and seed not in args.seeds[: args.reference_seeds])
+    ]
+    print(f"{'workload':<9} {'seed':>4} {'variant':<28} " + " ".join(f"{k[:9]:>9}" for k in MEASURES) + "  verdict")
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: nothing of this process in them
+    with (
+        concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool,
+        open(args.out, "a") as out,
+    ):
+        futures = {pool.submit(measure, *job): job for job in jobs}
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                row = future.result()
+            except Exception as err:  # noqa: BLE001 - a variant that cannot run is a line, not the end of the calibration
+                wl, seed, variant = futures[future]
+                print(f"{wl:<9} {seed:>4} {variant:<28} failed to run: {err!r}", flush=True)
+                continue
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            print(_line(row), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workloads", nargs="+", default=workload_names())
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--workloads", nargs="+", default=["tiny", "standard", "large"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--variants", nargs="+", default=[*HONEST, *DISHONEST])
-    parser.add_argument("--json", help="also write every row to this JSON file")
-    parser.add_argument("--markdown", help="also write the summary table (worst value over seeds) to this file")
+    parser.add_argument("--reference-seeds", type=int, default=1, help="seeds of the slow reference off tiny")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (each on one thread)")
+    parser.add_argument("--out", default="calibration.jsonl", help="JSON lines, appended to")
+    parser.add_argument("--table", nargs="+", help="write the margins table from these JSON-lines files instead")
+    parser.add_argument("--markdown", help="with --table: also write the tables to this file")
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    rows = []
-    print(
-        f"{'workload':<9} {'seed':>4} {'variant':<18} {'group dist':>10} {'tensor dist':>11} {'loss dev':>9}  verdict"
-    )
-    for wl in args.workloads:
-        for seed in args.seeds:
-            for variant in args.variants:
-                if variant == "reference" and wl != "tiny" and seed != args.seeds[0]:
-                    continue  # the reference is slow on the big workloads; one seed shows its float64 agreement
-                start = time.perf_counter()
-                row = measure(wl, seed, variant)
-                row["seconds"] = time.perf_counter() - start
-                rows.append(row)
-                print(
-                    f"{wl:<9} {seed:>4} {variant:<18} {row['distance']:>10.2e} {row['tensor_distance']:>11.2e} "
-                    f"{row['loss_deviation']:>9.2e}  "
-                    f"{'accepted' if row['accepted'] else 'rejected: ' + row['reason'][:60]}",
-                    flush=True,
-                )
-    print()
-    print("summary (worst honest, least dishonest) per workload, relative to the tolerances")
-    tol = {"distance": DISTANCE_TOL, "tensor_distance": TENSOR_TOL, "loss_deviation": LOSS_TOL}
-    for wl in args.workloads:
-        honest = [r for r in rows if r["workload"] == wl and r["honest"]]
-        worst = {key: max(r[key] / t for r in honest) for key, t in tol.items()}
-        print(
-            f"  {wl}: honest runs reach at most " + ", ".join(f"{k} {v:.2g} of its tolerance" for k, v in worst.items())
-        )
-        for variant in DISHONEST:
-            mine = [r for r in rows if r["workload"] == wl and r["variant"] == variant]
-            if mine:
-                least = min(max(r[key] / t for key, t in tol.items()) for r in mine)
-                print(f"    {variant:<18} exceeds a tolerance by at least {least:.3g}x")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(markdown(rows, args.workloads, tol))
-
-
-def markdown(rows: list[dict], workloads: list[str], tol: dict) -> str:
-    """Per workload and variant: the worst value over seeds of each measure, and the margin to its tolerance."""
-    out = [
-        "| workload | variant | seeds | group distance | tensor distance | loss deviation | margin |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for wl in workloads:
-        for variant in [*HONEST, *DISHONEST]:
-            mine = [r for r in rows if r["workload"] == wl and r["variant"] == variant]
-            if not mine:
-                continue
-            honest = variant in HONEST
-            pick = max if honest else min
-            worst = {key: pick(r[key] for r in mine) for key in tol}
-            if honest:  # how far under every tolerance the worst honest run stays
-                margin = min(t / max(worst[key], 1e-300) for key, t in tol.items())
-                label = f"{margin:,.0f}x under" if margin < 1e6 else "> 1e6x under"
-            else:  # how far over some tolerance the least detectable dishonest run goes
-                margin = min(max(r[key] / t for key, t in tol.items()) for r in mine)
-                label = f"{margin:,.1f}x over"
-            out.append(
-                f"| {wl} | {variant}{'' if honest else ' (dishonest)'} | {len(mine)} | {worst['distance']:.2e} | "
-                f"{worst['tensor_distance']:.2e} | {worst['loss_deviation']:.2e} | {label} |"
-            )
-    return "\n".join(out) + "\n"
+    if args.table:
+        lines = [line for f in args.table for line in Path(f).read_text().splitlines() if line.strip()]
+        text = tables([json.loads(line) for line in lines])
+        print(text)
+        if args.markdown:
+            Path(args.markdown).write_text(text)
+        return
+    unknown = [v for v in args.variants if v not in HONEST and v not in DISHONEST]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {[*HONEST, *DISHONEST]}")
+    run(args)
 
 
 if __name__ == "__main__":
+    np.seterr(all="ignore")
     main()

@@ -82,11 +82,24 @@ class Tolerances(_Strict):
     """The audit's thresholds (SPEC §6): a run whose measure exceeds one in any segment is rejected."""
 
     distance: PositiveFloat
-    """Normalised end-state distance of a whole group (params, m or v, all tensors together)."""
+    """Normalised end-state distance of a whole group, all its tensors together: the params group's, and also m's
+    and v's where `moment_group` is None (records from before that field)."""
+    moment_group: PositiveFloat | None = None
+    """Normalised end-state distance of the m group and of the v group: a loose check of their scale (a common
+    scale of the gradient leaves AdamW's steps alone; `moments` checks their direction)."""
+    moments: PositiveFloat | None = None
+    """Moment-direction distance: m/sqrt(v) against the replay's, in gradient units, relative to the replay's
+    movement of m (harness.judge.figures.moment_direction); None in records from before this measure."""
     tensor_distance: PositiveFloat
     """Normalised end-state distance of any single tensor."""
     loss: PositiveFloat
     """Absolute deviation of a logged loss from the float64 replay's."""
+    loss_bias: PositiveFloat | None = None
+    """Mean signed deviation of the logged losses from the replay's over the whole run; None in records from
+    before this measure (they were not audited with it)."""
+    decay_share: PositiveFloat | None = None
+    """Share of a segment's weight decay missing from (or added to) any decayed tensor, measured along the
+    tensor itself; None in records from before this measure."""
 
 
 class Workload(_Strict):
@@ -98,6 +111,8 @@ class Workload(_Strict):
     train: Training
     optim: Optimiser
     budget: Budget = Budget()
+    tolerances: Tolerances | None = None
+    """The audit's tolerances for this workload (SPEC §6, calibrated per workload); None: the judge's defaults."""
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> Workload:

@@ -2,46 +2,92 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from harness.contract import protocol
-from harness.contract.checkpoint import GROUP_LABEL, Arrays, Checkpoint
+from harness.contract.checkpoint import Arrays, Checkpoint
 from harness.contract.checks import Check, Failure
 from harness.contract.spec import Task, Tolerances
-from harness.judge import oracle
+from harness.judge import figures, oracle
 from harness.judge.hints import hint
-from harness.judge.tolerances import DEFAULT
+from harness.judge.state import state_problem
+from harness.judge.tolerances import DEFAULT, group_tolerance
 from harness.records.schema import SegmentRecord
 
 SegmentAudit = SegmentRecord
 """The audit of one segment is what the record stores of it."""
 
 
+class NonFiniteReplay(ValueError):
+    """The float64 replay from a checkpoint overflowed: the checkpoint is no state to train on from."""
+
+
 def segment_label(seg: SegmentAudit) -> str:
     return f"segment {seg.index} (steps {seg.first_step}-{seg.last_step})"
 
 
+def _group_failure(seg: SegmentAudit, tol: Tolerances) -> Failure | None:
+    groups = seg.group_distances or {seg.worst_group: seg.distance}
+    for group, d in groups.items():
+        limit = group_tolerance(group, tol)
+        if d > limit:
+            return Failure(
+                Check.END_STATE,
+                f"{segment_label(seg)}: {group} end-state distance {d:.3g} > {limit:g} "
+                f"(largest single gap: {seg.worst_tensor})",
+            )
+    return None
+
+
 def segment_failure(seg: SegmentAudit, tol: Tolerances) -> Failure | None:
-    """The first tolerance a segment exceeds, as a failure naming the step or tensor; None if within all."""
+    """The first tolerance a segment exceeds, as a failure naming the step or tensor; None if within all.
+
+    The end state first: a run that trains differently shows in its losses too, but its end state says where."""
     where = segment_label(seg)
-    if seg.loss_deviation > tol.loss:
-        return Failure(
-            Check.LOSS, f"{where}: loss of step {seg.worst_step} is off by {seg.loss_deviation:.3g} > {tol.loss:g}"
-        )
-    if seg.distance > tol.distance:
+    group = _group_failure(seg, tol)
+    if group:
+        return group
+    if tol.moments is not None and seg.moment_distance > tol.moments:
         return Failure(
             Check.END_STATE,
-            f"{where}: {seg.worst_group} end-state distance {seg.distance:.3g} > {tol.distance:g} "
-            f"(largest single gap: {seg.worst_tensor})",
+            f"{where}: the moments point elsewhere: m/sqrt(v) distance {seg.moment_distance:.3g} > {tol.moments:g}",
         )
     if seg.tensor_distance > tol.tensor_distance:
         return Failure(
             Check.END_STATE,
             f"{where}: {seg.worst_tensor} end-state distance {seg.tensor_distance:.3g} > {tol.tensor_distance:g}",
+        )
+    if tol.decay_share is not None and seg.decay_share > tol.decay_share:
+        return Failure(
+            Check.END_STATE,
+            f"{where}: {seg.worst_decay_tensor} misses or gains {seg.decay_share:.3g} of its weight decay "
+            f"> {tol.decay_share:g}",
+        )
+    if seg.loss_deviation > tol.loss:
+        return Failure(
+            Check.LOSS, f"{where}: loss of step {seg.worst_step} is off by {seg.loss_deviation:.3g} > {tol.loss:g}"
+        )
+    return None
+
+
+def run_loss_bias(segments: list[SegmentAudit]) -> float:
+    """Mean signed deviation of every logged loss from the replay's, over all the audited steps."""
+    steps = sum(s.last_step - s.first_step + 1 for s in segments)
+    return sum(s.loss_bias * (s.last_step - s.first_step + 1) for s in segments) / steps if steps else 0.0
+
+
+def run_failure(segments: list[SegmentAudit], tol: Tolerances) -> Failure | None:
+    """What no single segment shows: a bias of the logged losses too small for any one step's tolerance."""
+    bias = run_loss_bias(segments)
+    if tol.loss_bias is not None and abs(bias) > tol.loss_bias:
+        steps = sum(s.last_step - s.first_step + 1 for s in segments)
+        return Failure(
+            Check.LOSS,
+            f"the logged losses are biased: over all {steps} steps they differ from the replay's by "
+            f"{bias:+.3g} on average, beyond {tol.loss_bias:g}",
         )
     return None
 
@@ -61,49 +107,6 @@ class Verdict:
         return self.failure.reason if self.failure else "every segment matches the float64 replay"
 
 
-def _ratio(gap: float, moved: float) -> float:
-    """Distance from the replay relative to how far the replay moved; a tensor that did not move must match exactly."""
-    if moved == 0.0:
-        return 0.0 if gap == 0.0 else math.inf
-    return gap / moved
-
-
-def _compared(task: Task, name: str, diff: np.ndarray) -> np.ndarray:
-    """The part of a tensor's difference that the audit compares.
-
-    The key third of each attention bias (attn.b[C:2C]) adds the same q.b_k to every score of a softmax
-    row, so it never changes the function: its exact gradient is zero, and in any finite precision
-    Adam's normalised update there is driven by rounding alone. An honest float32 run moves it by
-    noise while the float64 replay does not, and nothing a submission could gain hides there. It is
-    left out of the distance (but still checked to be finite).
-    """
-    if name.endswith("attn.b"):
-        C = task.d_model
-        diff = diff.copy()
-        diff[C : 2 * C] = 0.0
-    return diff
-
-
-def _end_state(task: Task, start: Checkpoint, end: Checkpoint, replayed: Checkpoint) -> tuple[float, str, float, str]:
-    """The worst group distance and its group, the worst single-tensor distance and its tensor."""
-    worst_group, group_dist = "", -1.0
-    worst_tensor, tensor_dist = "", -1.0
-    for group, rep in replayed.groups().items():
-        st, got = start.groups()[group], end.groups()[group]
-        gap2 = moved2 = 0.0
-        for name in rep:
-            gap = float(np.linalg.norm(_compared(task, name, got[name] - rep[name])))
-            moved = float(np.linalg.norm(rep[name] - st[name]))
-            gap2, moved2 = gap2 + gap * gap, moved2 + moved * moved
-            d = _ratio(gap, moved)
-            if d > tensor_dist:
-                tensor_dist, worst_tensor = d, GROUP_LABEL[group] + name
-        d = _ratio(math.sqrt(gap2), math.sqrt(moved2))
-        if d > group_dist:
-            group_dist, worst_group = d, group
-    return group_dist, worst_group, tensor_dist, worst_tensor
-
-
 def audit_segment(
     task: Task,
     start: Checkpoint,
@@ -113,24 +116,39 @@ def audit_segment(
     logged: dict[int, float],
     end: Checkpoint,
     index: int,
-) -> SegmentAudit:
-    """Replay steps first..last from `start` and measure the submission's end state and losses against it."""
+) -> tuple[SegmentAudit, Checkpoint]:
+    """Replay steps first..last from `start` and measure the submission's end state and losses against it;
+    the segment's figures and the replay's end state. Raises NonFiniteReplay if the replay is not finite."""
     losses, replayed = oracle.replay(task, start, batches, first, last)
-    group_dist, worst_group, tensor_dist, worst_tensor = _end_state(task, start, end, replayed)
-    deviations = [abs(logged[s] - loss) for s, loss in zip(range(first, last + 1), losses, strict=True)]
+    if not (
+        np.isfinite(losses).all() and all(np.isfinite(a).all() for g in replayed.groups().values() for a in g.values())
+    ):
+        raise NonFiniteReplay(
+            f"the float64 replay of steps {first}-{last} from the checkpoint after step {start.step} "
+            "is not finite: that checkpoint is no state training can continue from"
+        )
+    fig = figures.end_state(task, start, end, replayed)
+    signed = [logged[s] - loss for s, loss in zip(range(first, last + 1), losses, strict=True)]
+    deviations = [abs(d) for d in signed]
     k = int(np.argmax(deviations))
-    return SegmentAudit(
+    seg = SegmentAudit(
         index=index,
         first_step=first,
         last_step=last,
-        distance=group_dist,
-        worst_group=worst_group,
-        tensor_distance=tensor_dist,
-        worst_tensor=worst_tensor,
+        distance=fig.distance,
+        worst_group=fig.worst_group,
+        tensor_distance=fig.tensor_distance,
+        worst_tensor=fig.worst_tensor,
         loss_deviation=float(deviations[k]),
         worst_step=first + k,
         first_loss_deviation=float(deviations[0]),
+        loss_bias=float(np.mean(signed)),
+        decay_share=fig.decay_share,
+        worst_decay_tensor=fig.worst_decay_tensor,
+        group_distances=fig.groups,
+        moment_distance=fig.moments,
     )
+    return seg, replayed
 
 
 def audit_run(
@@ -170,12 +188,24 @@ def _audit_segments(
     failure: Failure | None = None
     for k, sent in enumerate(checkpoints):
         end = sent.as_float64()
-        seg = audit_segment(task, state, batches, state.step + 1, end.step, logged, end, k)
+        try:
+            seg, replayed = audit_segment(task, state, batches, state.step + 1, end.step, logged, end, k)
+        except NonFiniteReplay as err:
+            failure = failure or Failure(Check.PROTOCOL, str(err))
+            break
         segments.append(seg)
         failure = failure or segment_failure(seg, tol)
         if on_segment:
             on_segment(k)
-        state = end  # the next segment starts from what the submission says it had: each segment is judged locally
+        # the next segment starts from what the submission says it had (each segment is judged locally), with
+        # what the audit does not compare put back to the replay's own values; never from a state AdamW
+        # cannot have reached
+        state = figures.restart(task, end, replayed)
+        problem = state_problem(task, state)
+        if problem:
+            failure = failure or Failure(Check.PROTOCOL, problem)
+            break
+    failure = failure or run_failure(segments, tol)
     if failure:
         return Verdict(failure, hint(failure.check, segments, tol), segments)
     return Verdict(None, None, segments)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from harness.contract.checkpoint import GROUP_LABEL
 from harness.contract.checks import Check
 from harness.contract.spec import Tolerances
+from harness.judge.tolerances import group_tolerance
 from harness.records.schema import SegmentRecord as SegmentAudit
 
 
@@ -14,12 +15,13 @@ def hint(check: Check | None, segments: list[SegmentAudit], tol: Tolerances) -> 
     and the end state does not, the update does; if the first segment matches and a later one does not,
     something carried from step to step does.
     """
-    bad = [
-        s
-        for s in segments
-        if s.loss_deviation > tol.loss or s.distance > tol.distance or s.tensor_distance > tol.tensor_distance
-    ]
+    bad = [s for s in segments if _exceeds(s, tol)]
     if not bad:
+        if check == Check.LOSS and _biased(segments, tol):  # no single step beyond its tolerance
+            return (
+                "the logged losses are off the replay's in one direction on average: look at what is logged "
+                "(the loss reduction, a constant added or a different precision of the loss)"
+            )
         return None
     first_bad = bad[0]
     off_at_start = next((s for s in segments if s.first_loss_deviation > tol.loss), None)
@@ -52,8 +54,38 @@ def hint(check: Check | None, segments: list[SegmentAudit], tol: Tolerances) -> 
     return cause
 
 
+def _biased(segments: list[SegmentAudit], tol: Tolerances) -> bool:
+    steps = sum(s.last_step - s.first_step + 1 for s in segments)
+    bias = sum(s.loss_bias * (s.last_step - s.first_step + 1) for s in segments) / max(steps, 1)
+    return tol.loss_bias is not None and abs(bias) > tol.loss_bias
+
+
+def _exceeds(s: SegmentAudit, tol: Tolerances) -> bool:
+    decay = tol.decay_share is not None and s.decay_share > tol.decay_share
+    moments = tol.moments is not None and s.moment_distance > tol.moments
+    return (
+        s.loss_deviation > tol.loss
+        or _group_over(s, tol) is not None
+        or s.tensor_distance > tol.tensor_distance
+        or decay
+        or moments
+    )
+
+
+def _group_over(seg: SegmentAudit, tol: Tolerances) -> str | None:
+    groups = seg.group_distances or {seg.worst_group: seg.distance}
+    for group, d in groups.items():
+        if d > group_tolerance(group, tol):
+            return group
+    return None
+
+
 def _failed_group(seg: SegmentAudit, tol: Tolerances) -> str:
-    """The group (params, m or v) whose end state failed: the whole group's, else the single tensor's."""
-    if seg.distance > tol.distance:
-        return seg.worst_group
+    """The group (params, m or v) whose end state failed: the whole group's, else the moments', else the single
+    tensor's."""
+    group = _group_over(seg, tol)
+    if group:
+        return group
+    if tol.moments is not None and seg.moment_distance > tol.moments:
+        return "m"
     return next((g for g, label in GROUP_LABEL.items() if label and seg.worst_tensor.startswith(label)), "params")

@@ -39,6 +39,16 @@ class SegmentRecord(_Model):
     worst_step: int
     first_loss_deviation: float = 0.0
     """Deviation of the loss of the segment's first step."""
+    loss_bias: float = 0.0
+    """Mean signed deviation (logged - replay) of the segment's losses; 0 in records from before this field."""
+    decay_share: float = 0.0
+    """Largest share of the segment's weight decay a decayed tensor missed or gained; 0 in older records."""
+    worst_decay_tensor: str = ""
+    moment_distance: float = 0.0
+    """How far the submission's m/sqrt(v) points from the replay's, in gradient units, relative to the replay's
+    movement of m (harness.judge.figures.moment_direction); 0 in older records."""
+    group_distances: dict[str, float] = Field(default_factory=dict)
+    """The normalised end-state distance of each group (params, m, v); empty in older records."""
 
 
 class Isolation(_Model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import LoopbenchError
-from harness.records.schema import RunRecord, RunSummary, TrialRecord
+from harness.records.schema import RunRecord, RunSummary, SegmentRecord, TrialRecord
 from harness.records.store import read_record, write_page
 from harness.report import plots
 from harness.report.html import (
@@ -147,47 +147,68 @@ def tolerances(record: RunRecord) -> dict[str, float]:
     return record.tolerances.model_dump()
 
 
+MEASURES = (
+    ("group distance", "distance", "distance"),
+    ("moment direction", "moment_distance", "moments"),
+    ("tensor distance", "tensor_distance", "tensor_distance"),
+    ("decay share", "decay_share", "decay_share"),
+    ("loss deviation", "loss_deviation", "loss"),
+)
+"""Each per-segment measure: its label, the segment record's field, the tolerance's key (None in records from
+before the measure, whose columns are then left out)."""
+
+
+def _measures(tol: dict[str, float]) -> list[tuple[str, str, str]]:
+    return [m for m in MEASURES if tol.get(m[2]) is not None]
+
+
+def _group_within(seg: SegmentRecord, tol: dict[str, float]) -> bool:
+    groups = seg.group_distances or {seg.worst_group: seg.distance}
+    moment = tol.get("moment_group")
+    return all(d <= (moment if g in ("m", "v") and moment is not None else tol["distance"]) for g, d in groups.items())
+
+
+def segment_within(seg: SegmentRecord, tol: dict[str, float]) -> bool:
+    """Whether a segment is within every tolerance the record was audited with (the groups each under theirs)."""
+    others = [m for m in _measures(tol) if m[1] != "distance"]
+    return _group_within(seg, tol) and all(getattr(seg, attr) <= tol[key] for _, attr, key in others)
+
+
 def audit_table(record: RunRecord, trial: int, tol: dict[str, float]) -> Table:
     run = record.trials[trial].submission
+    shown = _measures(tol)
+    columns = ["segment", "steps"]
+    for label, attr, key in shown:
+        columns.append(f"{label} (tol {tol[key]:g})")
+        columns += {
+            "distance": ["worst group"],
+            "tensor_distance": ["worst tensor"],
+            "loss_deviation": ["at step"],
+        }.get(attr, [])
+    columns.append("within")
+    numeric = frozenset(i for i, c in enumerate(columns) if c == "segment" or "(tol" in c or c == "at step")
     table = Table(
         f"audit-trial-{trial + 1}",
         f"Audit of trial {trial + 1}: each segment against the float64 replay",
-        columns=[
-            "segment",
-            "steps",
-            f"group distance (tol {tol['distance']:g})",
-            "worst group",
-            f"tensor distance (tol {tol['tensor_distance']:g})",
-            "worst tensor",
-            f"loss deviation (tol {tol['loss']:g})",
-            "at step",
-            "within",
-        ],
-        numeric=frozenset({0, 2, 4, 6, 7}),
+        columns=columns,
+        numeric=numeric,
         empty="no segment audited (the run ended before the audit)",
     )
     failed = set()
     for i, seg in enumerate(run.segments):
-        ok = (
-            seg.distance <= tol["distance"]
-            and seg.tensor_distance <= tol["tensor_distance"]
-            and seg.loss_deviation <= tol["loss"]
-        )
+        ok = segment_within(seg, tol)
         if not ok:
             failed.add(i)
-        table.rows.append(
-            [
-                str(seg.index),
-                f"{seg.first_step}–{seg.last_step}",
-                f"{seg.distance:.3g}",
-                seg.worst_group,
-                f"{seg.tensor_distance:.3g}",
-                seg.worst_tensor,
-                f"{seg.loss_deviation:.3g}",
-                str(seg.worst_step),
-                "yes" if ok else "NO",
-            ]
-        )
+        row = [str(seg.index), f"{seg.first_step}–{seg.last_step}"]
+        for _, attr, _ in shown:
+            row.append(f"{getattr(seg, attr):.3g}")
+            row += {
+                "distance": [seg.worst_group],
+                "tensor_distance": [seg.worst_tensor],
+                "loss_deviation": [str(seg.worst_step)],
+            }.get(attr, [])
+        row.append("yes" if ok else "NO")
+        table.rows.append(row)
     table.failed = frozenset(failed)
     return table
 
@@ -195,13 +216,8 @@ def audit_table(record: RunRecord, trial: int, tol: dict[str, float]) -> Table:
 def _audit_svg(record: RunRecord, tol: dict[str, float]) -> str:
     """The worst over trials of each measure, per segment."""
     width = max((len(t.submission.segments) for t in record.trials), default=0)
-    measures = (
-        ("group distance", "distance", "distance"),
-        ("tensor distance", "tensor_distance", "tensor_distance"),
-        ("loss deviation", "loss_deviation", "loss"),
-    )
     series = []
-    for label, attr, key in measures:
+    for label, attr, key in _measures(tol):
         worst = []
         for k in range(width):
             values = [getattr(t.submission.segments[k], attr) for t in record.trials if len(t.submission.segments) > k]

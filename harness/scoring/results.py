@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.contract.submission import Submission, reference_submission
-from harness.judge.tolerances import DEFAULT
+from harness.judge.tolerances import for_workload
 from harness.records.outputs import CheckOutput, TrialView
 from harness.records.schema import CorpusRef, Machine, RunRecord, RunSummary, SubmissionInfo, TrialRecord, Versions
 from harness.records.store import utc_now, write_record
@@ -148,7 +148,7 @@ def _frame(
         nodes=nodes,
         versions=Versions.model_validate(versions()),
         corpus=CorpusRef(name=setting.corpus.name, sha256=setting.corpus.sha256),
-        tolerances=DEFAULT,
+        tolerances=for_workload(setting.workload),
         flops=setting.flops,
         floor_seconds=setting.floor_seconds,
         trials=trials,

@@ -6,7 +6,7 @@ from harness.contract.checks import Check
 from harness.contract.submission import Submission
 from harness.judge import oracle
 from harness.judge.audit import audit_run
-from harness.judge.tolerances import DEFAULT
+from harness.judge.tolerances import for_workload
 from harness.records.schema import Isolation, RunSummary
 from harness.scoring import data
 from harness.scoring.disturbance import MAX_ATTEMPTS, judge
@@ -52,7 +52,13 @@ def run_once(
     segments = bar(len(task.checkpoint_steps()), f"{label}: audit", "segment", progress)
     try:
         verdict = audit_run(
-            task, params, batches, outcome.losses, outcome.checkpoints, DEFAULT, on_segment=lambda k: segments.update(1)
+            task,
+            params,
+            batches,
+            outcome.losses,
+            outcome.checkpoints,
+            for_workload(setting.workload),
+            on_segment=lambda k: segments.update(1),
         )
     finally:
         segments.close()

@@ -45,6 +45,14 @@ ResultsOpt = Annotated[
     ),
 ]
 
+LadderOpt = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="FOLDER",
+        help="Folder whose records give the ladder's reference lines (default: results, the project's own).",
+    ),
+]
+
 
 @contextmanager
 def _one_line_errors() -> Iterator[None]:
@@ -164,13 +172,7 @@ def grade(
     ] = 2,
     workload: Headlines = None,
     results: ResultsOpt = Path("results/local"),
-    ladder: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FOLDER",
-            help="Folder whose records give the ladder's reference lines (default: results, the project's own).",
-        ),
-    ] = None,
+    ladder: LadderOpt = None,
     system: Annotated[
         str | None,
         typer.Option(metavar="NAME", help="Who made the attempt, for the records (default: its submission.toml's)."),
@@ -215,10 +217,7 @@ def grade(
 def timeline(
     attempt: Annotated[str, typer.Argument(help="The attempt's id (12 hex digits, as `task grade` printed it).")],
     results: ResultsOpt = Path("results/local"),
-    ladder: Annotated[
-        Path | None,
-        typer.Option(metavar="FOLDER", help="Folder whose records give the ladder's lines (default: results)."),
-    ] = None,
+    ladder: LadderOpt = None,
     out: Annotated[
         Path | None, typer.Option(metavar="FILE", help="The page (default: RESULTS/reports/attempt-ID.html).")
     ] = None,

@@ -117,6 +117,7 @@ def workload_toml(workload: Workload) -> str:
 
     raw = workload.model_dump(mode="json")
     lines = [f"{key} = {value(raw[key])}" for key in ("name", "description")]
-    for table in ("model", "train", "optim", "budget"):
-        lines += ["", f"[{table}]"] + [f"{key} = {value(v)}" for key, v in raw[table].items()]
+    for table in ("model", "train", "optim", "budget", "tolerances"):
+        if raw.get(table) is not None:
+            lines += ["", f"[{table}]"] + [f"{key} = {value(v)}" for key, v in raw[table].items() if v is not None]
     return "\n".join(lines) + "\n"

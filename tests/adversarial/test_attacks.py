@@ -200,7 +200,7 @@ def test_fabricated_losses(tiny_setting):
 
 
 def test_skipped_steps(tiny_setting):
-    assert_rejected(run("skipped_steps", tiny_setting), AUDIT, "segment 0")
+    assert_rejected(run("skipped_steps", tiny_setting), AUDIT, "segment 2 (steps 2-2)")
 
 
 def test_half_batches(tiny_setting):
@@ -219,7 +219,7 @@ def test_no_weight_decay(tiny_setting, seed):
 
 
 def test_stale_optimiser_state(tiny_setting):
-    assert_rejected(run("stale_optimiser_state", tiny_setting), AUDIT, "segment 0")
+    assert_rejected(run("stale_optimiser_state", tiny_setting), AUDIT, "segment 1")  # v is first stale at step 1
 
 
 def test_bf16_compute(tiny_setting):
@@ -228,6 +228,67 @@ def test_bf16_compute(tiny_setting):
 
 def test_no_training(tiny_setting):
     assert_rejected(run("no_training", tiny_setting), AUDIT, "segment 0")
+
+
+def member(tmp_path: Path, family: str, **config) -> Path:
+    """A member of an attack family: the family's folder with its variant.toml rewritten."""
+    folder = tmp_path / family
+    shutil.copytree(ATTACKS / family, folder)
+    (folder / "variant.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()))
+    return folder
+
+
+def check_folder(folder: Path, setting, seed: int = 1) -> CheckOutput:
+    return check(load_submission(folder), setting, seed=seed, progress=False)
+
+
+def test_16_bit_backward_with_the_key_bias_trick(tiny_setting):
+    # accepted once: huge values in the uncompared key third of attn.b made the replay move so far that every
+    # normalised distance collapsed. The audit now leaves that third out of the movement too and resets it.
+    assert_rejected(run("low_precision_part", tiny_setting), AUDIT)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "part", "trick"),
+    [
+        ("float16", "mlp", "key_bias"),
+        ("float16", "head", "key_bias"),
+        ("bfloat16", "weight_grad", "key_bias"),
+        ("float16", "attention", "none"),
+        ("bfloat16", "backward", "m_bound"),
+    ],
+)
+def test_16_bit_arithmetic_in_one_part(tiny_setting, tmp_path, dtype, part, trick):
+    folder = member(tmp_path, "low_precision_part", dtype=dtype, part=part, trick=trick, start=1)
+    assert_rejected(check_folder(folder, tiny_setting, seed=2), AUDIT)
+
+
+def test_zeroed_second_moments_under_the_first(tiny_setting, tmp_path):
+    # v set to 0 under a nonzero m: the replay would divide by eps; rejected before or when it is replayed from
+    folder = member(tmp_path, "low_precision_part", dtype="bfloat16", part="none", trick="tiny_v", start=0)
+    assert_rejected(check_folder(folder, tiny_setting), (*AUDIT, "protocol"))
+
+
+def test_a_loss_bias_under_any_single_steps_tolerance(tiny_setting):
+    # 1e-4 on every logged loss: at the per-step tolerance, so one step's float32 noise may trip that first;
+    # the run's mean deviation (the loss bias, tolerance 5e-6) catches it 20x over either way
+    assert_rejected(run("loss_bias", tiny_setting), "loss")
+
+
+def test_the_sigmoid_gelu(tiny_setting):
+    assert_rejected(run("sigmoid_gelu", tiny_setting), AUDIT, "segment 0")
+
+
+@pytest.mark.parametrize("tensor", ["h1.proj.w", "h1.fcproj.w", "wpe"])
+def test_no_weight_decay_on_one_tensor(tiny_setting, tmp_path, tensor):
+    folder = member(tmp_path, "single_tensor", change="no_decay", tensor=tensor)
+    assert_rejected(check_folder(folder, tiny_setting, seed=3), AUDIT)
+
+
+@pytest.mark.parametrize("tensor", ["h1.proj.w", "lnf.g"])
+def test_one_tensors_gradient_from_half_the_batch(tiny_setting, tmp_path, tensor):
+    folder = member(tmp_path, "single_tensor", change="partial_batch", tensor=tensor)
+    assert_rejected(check_folder(folder, tiny_setting, seed=3), AUDIT, "segment 0")
 
 
 def test_first_segment_only(tiny_setting):

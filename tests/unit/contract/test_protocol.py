@@ -10,7 +10,7 @@ from harness.contract.checkpoint import Checkpoint
 from harness.contract.spec import param_shapes
 from tests.helpers import tiny_task
 
-TASK = tiny_task()
+TASK = tiny_task(audit_every=5)  # the cases below name the checkpoints of 5-step segments
 SHAPES = param_shapes(TASK)
 
 
