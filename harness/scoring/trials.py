@@ -79,7 +79,7 @@ def timed_trial(
                 # clean_run already ran it again: running the whole trial again would only repeat that
                 raise refusal(f"{sub.name} disturbed in {MAX_ATTEMPTS} attempts", run.disturbance.why or "disturbed")
         probes.append(probe_gflops(setting.budget.cores))
-        why = _busy(runs, probes, setting)
+        why = probes_busy(probes, setting.gemm_gflops)  # a disturbed run has already ended the score above
         if why is None or setting.busy == "record":
             break
         if attempt == MAX_ATTEMPTS:
@@ -92,14 +92,6 @@ def timed_trial(
     return TrialRuns(
         index, seed, node or local_node(), setting.machine, runs[None], subs_runs, probes=[round(p, 2) for p in probes]
     )
-
-
-def _busy(runs: dict[int | None, RunSummary], probes: list[float], setting: Setting) -> str | None:
-    """Why a trial is no measurement: a run still disturbed after its attempts, or the probes; None if clean."""
-    for run in runs.values():
-        if run.disturbance is not None and run.disturbance.disturbed:
-            return run.disturbance.why
-    return probes_busy(probes, setting.gemm_gflops)
 
 
 def verify(sub: Submission, setting: Setting, seed: int, progress: bool, node: str | None = None) -> TrialRuns:
