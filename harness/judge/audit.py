@@ -198,9 +198,9 @@ def _audit_segments(
         if on_segment:
             on_segment(k)
         # the next segment starts from what the submission says it had (each segment is judged locally), with
-        # what the audit does not compare put back to the replay's own values; never from a state AdamW
-        # cannot have reached
-        state = figures.restart(task, end, replayed)
+        # what the audit never compares put back to the replay's own values and the ill-conditioned parameters
+        # kept within AdamW's reach of the replay's; never from a state AdamW cannot have reached
+        state = figures.restart(task, state, end, replayed)
         problem = state_problem(task, state)
         if problem:
             failure = failure or Failure(Check.PROTOCOL, problem)

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from harness.contract.spec import Tolerances, Workload
 
-DISTANCE_TOL = 4e-4
+DISTANCE_TOL = 2e-4
 """Normalised end-state distance allowed for the params group (see docs/calibration.md)."""
 MOMENT_GROUP_TOL = 1e-2
 """Normalised end-state distance allowed for the m group and the v group: their scale, loosely."""
-MOMENTS_TOL = 7.5e-6
+MOMENTS_TOL = 3e-5
 """Moment-direction distance allowed: m/sqrt(v) against the replay's, in gradient units."""
 TENSOR_TOL = 1e-2
 """Normalised end-state distance allowed for any single tensor of any group."""
-DECAY_SHARE_TOL = 5e-3
+DECAY_SHARE_TOL = 2e-3
 """Share of a segment's weight decay that any decayed tensor may miss (or gain)."""
 LOSS_TOL = 1e-4
 """Absolute deviation allowed between a logged loss and the replay's."""
