@@ -115,11 +115,14 @@ def parse_order(header: dict[str, Any]) -> Order | Go:
 # ---------------------------------------------------------------- writing (the worker's side)
 
 
-def encode(message: Message) -> dict[str, Any]:
-    """The JSON header of a message."""
+def encode(message: Message, same_layout: bool = False) -> dict[str, Any]:
+    """The JSON header of a message. A checkpoint laid out as the previous one may say so (`same_layout`)
+    instead of listing its tensors again: the parent reads its header during the clock."""
     if isinstance(message, Ready):
         return {"type": "ready"}
     if isinstance(message, CheckpointMessage):
+        if same_layout:
+            return {"type": "checkpoint", "s": message.s, "slot": message.slot, "same": True}
         tensors = [[t.group, t.name, t.dtype, list(t.shape)] for t in message.tensors]
         return {
             "type": "checkpoint",
@@ -138,13 +141,17 @@ def encode(message: Message) -> dict[str, Any]:
     return {"type": "done", "clocks_patched": list(message.clocks_patched)}
 
 
+_DTYPE_NAMES = {np.dtype(name): name for name in DTYPES}
+
+
 def checkpoint_message(checkpoint: Checkpoint, slot: int = 0) -> tuple[CheckpointMessage, list[np.ndarray]]:
     """A checkpoint's header and its arrays in the order of the header (C-contiguous, as the parent reads them)."""
     specs, chunks = [], []
     for group, arrays in checkpoint.groups().items():
         for name, array in arrays.items():
             chunk = np.ascontiguousarray(array)
-            specs.append(TensorSpec(group, name, chunk.dtype.name, tuple(chunk.shape)))
+            dtype = _DTYPE_NAMES.get(chunk.dtype) or chunk.dtype.name
+            specs.append(TensorSpec(group, name, dtype, tuple(chunk.shape)))
             chunks.append(chunk)
     return CheckpointMessage(checkpoint.step, tuple(specs), sum(c.nbytes for c in chunks), slot), chunks
 
@@ -152,12 +159,17 @@ def checkpoint_message(checkpoint: Checkpoint, slot: int = 0) -> tuple[Checkpoin
 # ---------------------------------------------------------------- reading (the parent's side)
 
 
-def parse_message(header: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> Message:
-    """One header from the worker as a message, checked against the task's parameter shapes."""
+def parse_message(
+    header: dict[str, Any], shapes: dict[str, tuple[int, ...]], previous: CheckpointMessage | None = None
+) -> Message:
+    """One header from the worker as a message, checked against the task's parameter shapes; `previous` is the
+    last checkpoint message read, whose layout a checkpoint may repeat."""
     kind = header.get("type")
     if kind == "ready":
         return Ready()
     if kind == "checkpoint":
+        if "same" in header:
+            return _repeated_layout(header, previous)
         return _checkpoint_layout(header, shapes)
     if kind == "error":
         phase, message, detail = header.get("phase"), header.get("message"), header.get("detail", "")
@@ -170,6 +182,15 @@ def parse_message(header: dict[str, Any], shapes: dict[str, tuple[int, ...]]) ->
             raise ProtocolError("a done message is malformed")
         return Done(tuple(patched))
     raise ProtocolError(f"unknown message type {kind!r}")
+
+
+def _repeated_layout(header: dict[str, Any], previous: CheckpointMessage | None) -> CheckpointMessage:
+    s, slot = header.get("s"), header.get("slot")
+    if header.get("same") is not True or type(s) is not int or type(slot) is not int or slot < 0 or len(header) != 4:
+        raise ProtocolError("a checkpoint message is malformed")
+    if previous is None:
+        raise ProtocolError(f"checkpoint after step {s}: it repeats the layout of a checkpoint that never came")
+    return CheckpointMessage(s, previous.tensors, previous.nbytes, slot)
 
 
 def _checkpoint_layout(header: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> CheckpointMessage:

@@ -57,9 +57,12 @@ class Reader(threading.Thread):
         self.events: queue.Queue[Event] = queue.Queue()
 
     def run(self) -> None:
+        previous: protocol.CheckpointMessage | None = None
         try:
             while True:
-                message = protocol.parse_message(wire.read_header(self.fd), self.shapes)
+                message = protocol.parse_message(wire.read_header(self.fd), self.shapes, previous)
+                if isinstance(message, protocol.CheckpointMessage):
+                    previous = message
                 self.events.put(Arrived(message, time.perf_counter()))
         except (EOFError, OSError):
             self.events.put(Ended(time.perf_counter()))
