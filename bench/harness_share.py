@@ -3,16 +3,20 @@
     python bench/harness_share.py submissions/champion --workload standard --runs 5
     python bench/harness_share.py submissions/champion --loopbench OTHER/.venv/bin/loopbench   # another harness
 
-Three medians of the same submission on the same data (seed 1), each over --runs runs:
+Four medians of the same submission on the same data (seed 1), each over --runs runs:
 
 - in process, nothing logged: `train` under the budget's CPUs and threads with a log that checks and keeps
   nothing: the submission's own work;
 - in process, the worker's log: the same with the worker's own `log` (steps and checkpoints copied into a log
   area of shared memory, headers written to /dev/null): what logging costs the submission's process;
+- in a fresh process, its first run: prepare(task), then one train() with the worker's log, in a new
+  interpreter, as the harness runs it (without the sandbox and the parent's clock): the submission's own
+  cold start (threads that slept since prepare, caches) is its own, and a submission can warm up in prepare;
 - through the harness: `loopbench check --json` (a fresh isolated worker, the parent's clock), its `seconds`.
 
-The harness's share is the third over the first; over the second, it is what the parent adds beyond the copies
-the log contract asks for. Run it on an idle machine: the runs alternate between the three so that drift
+The harness's share is the last over the first; over the second, it is what the parent adds beyond the copies
+the log contract asks for; over the third, what the harness adds to a first run. Run it on an idle machine:
+the runs alternate between the four so that drift
 favours none.
 """
 
@@ -68,6 +72,13 @@ def through_harness(loopbench: str, folder: Path, workload: str, seed: int) -> f
     return float(seconds)
 
 
+def fresh_first_run(folder: Path, workload: str, seed: int) -> float:
+    """The time of the first train() in a new interpreter after prepare (this script's --first-run mode)."""
+    command = [sys.executable, __file__, str(folder), "--workload", workload, "--seed", str(seed), "--first-run"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("submission", type=Path)
@@ -76,6 +87,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--loopbench", default="loopbench", help="the loopbench command to time through")
     parser.add_argument("--json", help="also write the times to this file")
+    parser.add_argument("--first-run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     wl = load_workload(args.workload)
@@ -92,10 +104,14 @@ def main() -> None:
     train = getattr(module, sub.entry_function)
     if callable(getattr(module, "prepare", None)):
         module.prepare(task)
+    if args.first_run:
+        print(in_process(train, task, params, batches, worker_log(task)))
+        return
     in_process(train, task, params, batches, discarding_log())  # warm: first-call costs stay out of the figures
     times: dict[str, list[float]] = {
         "in process, nothing logged": [],
         "in process, the worker's log": [],
+        "fresh process, first run": [],
         "through the harness": [],
     }
     for k in range(args.runs):
@@ -103,6 +119,7 @@ def main() -> None:
         times["in process, nothing logged"].append(in_process(train, task, params, batches, discarding_log()))
         torch.set_num_threads(wl.budget.cores)
         times["in process, the worker's log"].append(in_process(train, task, params, batches, worker_log(task)))
+        times["fresh process, first run"].append(fresh_first_run(sub.path, args.workload, args.seed))
         times["through the harness"].append(through_harness(args.loopbench, sub.path, args.workload, args.seed))
         print(f"run {k + 1}/{args.runs}: " + ", ".join(f"{v[-1]:.4f} s" for v in times.values()), flush=True)
     medians = {name: statistics.median(v) for name, v in times.items()}
@@ -111,7 +128,10 @@ def main() -> None:
     for name, value in medians.items():
         print(f"  {name:<30} {value:.4f} s   {value / own:.3f}x the submission's own work")
     logged = medians["in process, the worker's log"]
-    print(f"  through the harness over the worker's log: {medians['through the harness'] / logged:.3f}x")
+    harness = medians["through the harness"]
+    print(f"  through the harness over the worker's log: {harness / logged:.3f}x")
+    first = medians["fresh process, first run"]
+    print(f"  through the harness over a fresh process's first run: {harness / first:.3f}x")
     if args.json:
         Path(args.json).write_text(
             json.dumps({"submission": sub.name, "workload": wl.name, "times": times, "medians": medians}, indent=1)

@@ -123,8 +123,13 @@ class LogLayout:
         return self.steps_offset + 8 * self.step_capacity
 
     @property
+    def slot_steps_offset(self) -> int:
+        """The step of each checkpoint slot written (int64 each); their count is the first page's second int64."""
+        return self.losses_offset + 8 * self.step_capacity
+
+    @property
     def slots_offset(self) -> int:
-        return _page_up(self.losses_offset + 8 * self.step_capacity)
+        return _page_up(self.slot_steps_offset + 8 * self.slots)
 
     def slot_offset(self, index: int) -> int:
         return self.slots_offset + index * self.slot_size
@@ -158,6 +163,8 @@ class LogArea:
         self.layout = layout
         self.buffer = buffer
         self.count = np.frombuffer(buffer, np.int64, 1, 0)
+        self.slot_count = np.frombuffer(buffer, np.int64, 1, 8)
+        self.slot_steps = np.frombuffer(buffer, np.int64, layout.slots, layout.slot_steps_offset)
         self.steps = np.frombuffer(buffer, np.int64, layout.step_capacity, layout.steps_offset)
         self.losses = np.frombuffer(buffer, np.float64, layout.step_capacity, layout.losses_offset)
 
@@ -169,6 +176,11 @@ class LogArea:
     def slot(self, index: int, nbytes: int) -> np.ndarray:
         """The bytes of checkpoint slot `index` (its first `nbytes`)."""
         return np.frombuffer(self.buffer, np.uint8, nbytes, self.layout.slot_offset(index))
+
+    def written_slots(self) -> list[int]:
+        """The step of every checkpoint slot the worker says it wrote, in slot order (at most the slots)."""
+        n = int(min(max(int(self.slot_count[0]), 0), self.layout.slots))
+        return [int(s) for s in self.slot_steps[:n].tolist()]
 
     def logged(self) -> list[tuple[int, float]]:
         """The (step, loss) pairs written so far, in the order they were logged (at most the capacity)."""

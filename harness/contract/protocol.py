@@ -234,6 +234,33 @@ def _tensor_spec(item: Any, where: str, shapes: dict[str, tuple[int, ...]], seen
 # ---------------------------------------------------------------- the run as a whole
 
 
+def complete_checkpoints(
+    sent: list[CheckpointMessage], written: list[int]
+) -> tuple[list[CheckpointMessage], str | None]:
+    """Every checkpoint of a run in slot order, and the first problem (or None): those whose header came (`sent`)
+    and those the log area lists (`written`, the step of each slot) without one, which have the layout of the
+    last header before them (the worker sends a header only for a new layout and for the final checkpoint)."""
+    by_slot = {m.slot: m for m in sent}
+    count = max(len(written), max(by_slot, default=-1) + 1)
+    out: list[CheckpointMessage] = []
+    layout: CheckpointMessage | None = None
+    for index in range(count):
+        message = by_slot.get(index)
+        step = written[index] if index < len(written) else None
+        if message is not None:
+            if step is not None and step != message.s:
+                return out, f"checkpoint slot {index}: its header says step {message.s}, the log area step {step}"
+            layout = message
+        elif step is None:
+            return out, f"checkpoint slot {index} was never written"
+        elif layout is None:
+            return out, f"checkpoint after step {step} came without any header to give its layout"
+        else:
+            message = CheckpointMessage(step, layout.tensors, layout.nbytes, index)
+        out.append(message)
+    return out, None
+
+
 def check_sequence(task: Task, losses: list[tuple[int, float]], checkpoint_steps: list[int]) -> str | None:
     """The first protocol violation of a completed run's steps and checkpoints, or None.
 

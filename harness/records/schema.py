@@ -160,6 +160,9 @@ class Machine(_Model):
     """(highest - lowest repeat) / median: a machine that is busy now and then spreads them."""
     gemm_others_share: float | None = None
     """The share of the budget's core-seconds other processes took while the ceiling was measured."""
+    fma_peak_gflops: float | None = None
+    """The cores' float32 multiply-add peak under the budget (harness/scoring/peak.py), which the physical floor
+    uses; None where it was not measured (no C compiler, or an older record)."""
     cpu_flags: list[str] = Field(default_factory=list)
     """The CPU's vector extensions that native code chooses between (avx2, fma, avx512f, ...)."""
 

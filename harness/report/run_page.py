@@ -264,7 +264,8 @@ def _facts(record: RunRecord) -> Table:
         ["budget", budget_label(record.budget)],
         [
             "machine",
-            f"{machine_label(record.machine)}, measured GEMM rate {num(record.machine.gemm_gflops, '.1f')} GFLOP/s",
+            f"{machine_label(record.machine)}, measured GEMM rate {num(record.machine.gemm_gflops, '.1f')} GFLOP/s"
+            f", FMA peak {num(record.machine.fma_peak_gflops, '.1f')} GFLOP/s",
         ],
         *(
             [

@@ -3,9 +3,10 @@
 Steps and checkpoints go into the log area (shared memory the parent owns, read after the clock); only a
 small header per checkpoint crosses the pipe, so that the parent learns when the final one is complete.
 
-A checkpoint handed over as the same arrays as the previous one (the usual case: a loop checkpoints its own
-buffers) is copied by the plan the previous one left: one memmove per run of adjacent memory and a header
-that says "same layout", so that its cost inside the clock is the copy and little else.
+Every checkpoint's step is written beside its slot. A checkpoint handed over as the same arrays as the previous
+one (the usual case: a loop checkpoints its own buffers) is copied by the plan the previous one left, one
+memmove per run of adjacent memory, and sends no header unless it is the run's final one: the parent learns its
+layout from the last header before it, after the clock, and is not woken on the run's cores meanwhile.
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ class CopyPlan:
 
 
 class Channel:
-    def __init__(self, out_fd: int, area: LogArea | None = None):
+    def __init__(self, out_fd: int, area: LogArea | None = None, final_step: int | None = None):
         self.out = out_fd
         self.area = area
+        self.final_step = final_step
+        """The step of the run's last checkpoint, whose header stops the clock (None: every one sends its own)."""
         self.sent_checkpoints = 0
         self.plan: CopyPlan | None = None
         self._base = 0
@@ -98,7 +101,7 @@ class Channel:
             slot[at : at + chunk.nbytes] = chunk.reshape(-1).view(np.uint8)
             at += chunk.nbytes
         self.plan = CopyPlan.of(checkpoint, message, chunks)
-        self.sent_checkpoints = index + 1
+        self._written(index, checkpoint.step)
         self.send(message)
 
     def repeat_checkpoint(self, s: int) -> bool:
@@ -114,9 +117,18 @@ class Channel:
         start = self._base + self.area.layout.slot_offset(index)
         for address, offset, n in plan.ranges:
             ctypes.memmove(start + offset, address, n)
-        self.sent_checkpoints = index + 1
-        self.send(protocol.CheckpointMessage(s, plan.tensors, plan.nbytes, index), same_layout=True)
+        self._written(index, s)
+        if self.final_step is None or s == self.final_step:
+            self.send(protocol.CheckpointMessage(s, plan.tensors, plan.nbytes, index), same_layout=True)
         return True
+
+    def _written(self, index: int, s: int) -> None:
+        assert self.area is not None
+        if not -STEP_LIMIT < s < STEP_LIMIT:
+            self.fail("protocol", f"log.checkpoint got step {s}, far outside the run's steps")
+        self.area.slot_steps[index] = s
+        self.area.slot_count[0] = index + 1
+        self.sent_checkpoints = index + 1
 
     def reject(self, message: str) -> NoReturn:
         self.fail("protocol", message)

@@ -134,6 +134,7 @@ def main() -> None:
     assert isinstance(order, protocol.Order)
     channel = Channel(args.out, LogArea.map(args.log_area, LogLayout.from_json(order.log_layout)))
     task = Task.model_validate(order.task)
+    channel.final_step = task.checkpoint_steps()[-1]
     train = _load(channel, order, task)
     channel.send(protocol.Ready())
     go = protocol.parse_order(wire.read_header(args.ctl))

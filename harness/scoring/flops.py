@@ -38,6 +38,16 @@ def step_flops(task: Task) -> dict[str, int]:
     }
 
 
+PRODUCTS = ("forward_matmul", "forward_attention", "backward_matmul", "backward_attention")
+"""The parts that are matrix products: their multiply-adds cannot run faster than the cores' FMA units."""
+
+
+def product_flops(task: Task) -> int:
+    """Floating-point operations of the whole run's matrix products (the physical floor's arithmetic)."""
+    parts = step_flops(task)
+    return task.steps * sum(parts[p] for p in PRODUCTS)
+
+
 def run_flops(task: Task) -> int:
     """Floating-point operations of the whole run of task.steps steps."""
     return task.steps * sum(step_flops(task).values())

@@ -21,6 +21,7 @@ from typing import Any
 
 from harness.contract.cores import available_cpus, budget_cpus, thread_env
 from harness.errors import LoopbenchError
+from harness.scoring.peak import fma_peak_gflops
 
 GEMM_SIZES = (256, 512, 1024)
 REPEATS = 5
@@ -164,6 +165,7 @@ def describe(cores: int, measure: bool = True) -> dict[str, Any]:
         info["gemm_repeats"] = [round(r, 2) for r in repeats]
         info["gemm_spread"] = round(spread(repeats), 4)
         info["gemm_others_share"] = round(others_share, 4)
+        info["fma_peak_gflops"] = fma_peak_gflops(cores, info["cpu_flags"])
     return info
 
 

@@ -10,6 +10,7 @@ from harness.judge.tolerances import for_workload
 from harness.records.schema import Isolation, RunSummary
 from harness.scoring import data
 from harness.scoring.disturbance import MAX_ATTEMPTS, judge
+from harness.scoring.flops import product_flops
 from harness.scoring.progress import RunProgress, bar
 from harness.scoring.setting import Setting
 from harness.trial.session import run_trial
@@ -69,7 +70,8 @@ def run_once(
         summary.accepted, summary.check = False, Check.IMPLAUSIBLE
         summary.reason = (
             f"implausible time: {outcome.seconds:.4f} s is below the physical floor of {setting.floor_seconds:.4f} s "
-            f"({setting.flops / 1e9:.1f} GFLOP at the measured {setting.gemm_gflops:.0f} GFLOP/s)"
+            f"({product_flops(task) / 1e9:.1f} GFLOP of matrix products at the machine's measured peak of "
+            f"{setting.peak_gflops:.0f} GFLOP/s)"
         )
     if outcome.checkpoints:
         final = outcome.checkpoints[-1].as_float64().params

@@ -9,7 +9,7 @@ from typing import Any
 from harness.contract.spec import Budget, Task, Workload
 from harness.scoring import data
 from harness.scoring.disturbance import BusyPolicy, ceiling_busy, refusal
-from harness.scoring.flops import run_flops
+from harness.scoring.flops import product_flops, run_flops
 from harness.scoring.machine import describe
 
 
@@ -36,8 +36,15 @@ class Setting:
         return float(self.machine["gemm_gflops"])
 
     @property
+    def peak_gflops(self) -> float:
+        """The fastest rate products can run at here: the FMA peak where it was measured, and never below the
+        GEMM rate (a library's products are products too)."""
+        return max(self.gemm_gflops, float(self.machine.get("fma_peak_gflops") or 0.0))
+
+    @property
     def floor_seconds(self) -> float:
-        return self.flops / (self.gemm_gflops * 1e9)
+        """The physical floor: the run's matrix products at the peak rate (element-wise work not counted)."""
+        return product_flops(self.task) / (self.peak_gflops * 1e9)
 
     def ceiling_fraction(self, seconds: float | None) -> float | None:
         """The FLOP rate of a run of `seconds` over the measured GEMM rate."""

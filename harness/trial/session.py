@@ -182,11 +182,18 @@ class TrialSession:
         )
         worker.freeze(True)
         try:
-            collect(self.outcome, worker.area, self.messages)
+            self._collect()
         finally:
             worker.freeze(False)
         self._show_progress()
         return arrived is not None and self.outcome.completed
+
+    def _collect(self) -> None:
+        """The run's steps and checkpoints, read out of the log area (the run is frozen)."""
+        messages, problem = protocol.complete_checkpoints(self.messages, self.worker.area.written_slots())
+        if problem:
+            self.outcome.fail(Check.PROTOCOL, problem)
+        collect(self.outcome, self.worker.area, messages)
 
     def _until_final(self, t0: float, final_step: int) -> float | None:
         """Wait for the final checkpoint's header; its arrival time, or None (the failure recorded)."""
@@ -197,7 +204,8 @@ class TrialSession:
                 return None
             message = event.message
             if isinstance(message, protocol.CheckpointMessage):
-                if message.slot != len(self.messages) or message.nbytes > self.log_layout.slot_size:
+                after = self.messages[-1].slot if self.messages else -1
+                if not after < message.slot < self.log_layout.slots or message.nbytes > self.log_layout.slot_size:
                     self.outcome.fail(
                         Check.PROTOCOL, f"checkpoint after step {message.s} is not where the log area has it"
                     )

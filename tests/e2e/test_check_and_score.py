@@ -74,7 +74,9 @@ def test_score_exits_1_when_a_submission_is_rejected(tmp_path):
 
 def test_a_time_below_the_physical_floor_is_implausible(tiny_setting):
     # pretend the machine multiplies a million times slower: an honest time is then "too fast"
-    slow_machine = dataclasses.replace(tiny_setting, machine={**tiny_setting.machine, "gemm_gflops": 1e-6})
+    slow_machine = dataclasses.replace(
+        tiny_setting, machine={**tiny_setting.machine, "gemm_gflops": 1e-6, "fma_peak_gflops": 1e-6}
+    )
     result = check(reference_submission(), slow_machine)
     assert result.verdict == "rejected" and result.check == "implausible"
     assert "physical floor" in result.reason

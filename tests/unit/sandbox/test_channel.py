@@ -157,3 +157,34 @@ def test_a_repeat_of_nothing_is_a_protocol_error():
     task, _, _ = tiny_run_inputs(0)
     with pytest.raises(protocol.ProtocolError, match="never came"):
         protocol.parse_message(header, param_shapes(task), None)
+
+
+def test_repeats_send_no_header_but_the_final_one_and_read_back_from_the_log_area():
+    w = Worker()
+    final = w.task.checkpoint_steps()[-1]
+    w.channel.final_step = final
+    bufs, views = flat_buffers(w.task)
+    steps = [0, 1, 2, final]
+    for s in steps:
+        bufs[0][:] = s
+        w.log.checkpoint(s, *views)
+    first, last = w.read(), w.read()
+    assert "tensors" in w.headers[0] and w.headers[1].get("same") is True and (first.s, last.s) == (0, final)
+    assert w.area.written_slots() == steps
+    messages, problem = protocol.complete_checkpoints([first, last], w.parent_area.written_slots())
+    assert problem is None and [m.s for m in messages] == steps and [m.slot for m in messages] == [0, 1, 2, 3]
+    outcome = TrialOutcome()
+    collect(outcome, w.parent_area, messages)
+    assert [float(cp.params["wte"].flat[0]) for cp in outcome.checkpoints] == steps
+
+
+def test_checkpoints_the_log_area_cannot_account_for_are_protocol_errors():
+    first = protocol.CheckpointMessage(0, (), 0, 0)
+    assert (
+        protocol.complete_checkpoints([], [4])[1]
+        == "checkpoint after step 4 came without any header to give its layout"
+    )
+    assert "never written" in protocol.complete_checkpoints([first, protocol.CheckpointMessage(9, (), 0, 2)], [0])[1]
+    assert "says step 0, the log area step 5" in protocol.complete_checkpoints([first], [5])[1]
+    messages, problem = protocol.complete_checkpoints([first], [0, 1])
+    assert problem is None and [m.s for m in messages] == [0, 1]
