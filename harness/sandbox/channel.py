@@ -1,7 +1,7 @@
 """The worker's end of the channel: the sink behind the submission's `log`, and the worker's own reports.
 
-Steps and checkpoints go into the log area (shared memory the parent owns, read after the clock); only a
-small header per checkpoint crosses the pipe, so that the parent learns when the final one is complete.
+Steps and checkpoints go into the log area (shared memory the parent owns, read after the clock); only small
+headers cross the pipe, so that the parent learns a checkpoint's layout and when the final one is complete.
 
 Every checkpoint's step is written beside its slot. A checkpoint handed over as the same arrays as the previous
 one (the usual case: a loop checkpoints its own buffers) is copied by the plan the previous one left, one
