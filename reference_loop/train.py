@@ -1,8 +1,9 @@
-"""The naive reference loop: a byte-level GPT trained with AdamW, in plain NumPy float64 (SPEC §2-3).
+"""The naive reference loop: a byte-level GPT trained with AdamW, in plain NumPy float64
+(the contract's §2-3: docs/SPEC.md in the project; a task workspace's BRIEF.md states the same maths).
 
 This is the baseline every submission is timed against, and the executable explanation of the maths.
 It is deliberately naive in the way a careful first version is: loops where loops explain the maths,
-float64 everywhere, no fusion, every intermediate kept. docs/reference.md lists each inefficiency.
+float64 everywhere, no fusion, every intermediate kept. The project's docs/reference.md lists each inefficiency.
 It is run through the same harness path as any other submission.
 """
 

@@ -25,6 +25,9 @@ from harness.task.marker import MARKER, SUBMISSION, Marker
 from harness.task.snapshot import IDENTITY
 from harness.task.variants import draw_variants, workload_toml
 
+DEFAULT_CHECK_WORKLOAD = "tiny"
+"""The workload `loopbench check` runs by default (its `--workload`): its file is in every workspace."""
+
 PACKAGE = Path(__file__).resolve().parent
 REFERENCE_FILES = ("train.py", "submission.toml")
 GITIGNORE = "__pycache__/\n*.pyc\n/results/\n.benchmarks/\n"
@@ -78,7 +81,7 @@ def _write_files(root: Path, headlines: list[Workload], variants: list[Workload]
     manifest = new.path / MANIFEST
     manifest.write_text(manifest.read_text(encoding="utf-8").replace("AGENT_TASK.md", "BRIEF.md"), "utf-8")
     (root / "workloads").mkdir()
-    for workload in headlines:
+    for workload in [load_workload(DEFAULT_CHECK_WORKLOAD), *headlines]:  # check's default, then the headlines
         (root / "workloads" / f"{workload.name}.toml").write_text(_workload_file(workload), "utf-8")
     for workload in variants:
         (root / "workloads" / f"{workload.name}.toml").write_text(workload_toml(workload), "utf-8")

@@ -57,7 +57,7 @@ def test_the_workspace_holds_exactly_the_allow_list(workspace):
     target, payload = workspace
     marker = parse_marker((target / MARKER).read_text())
     assert marker is not None and marker.headline == ["standard"] and len(marker.public_variants) == 2
-    expected = ALLOWED | {"workloads/standard.toml"} | set(marker.public_variants)
+    expected = ALLOWED | {"workloads/tiny.toml", "workloads/standard.toml"} | set(marker.public_variants)
     on_disk = {str(p.relative_to(target)) for p in target.rglob("*") if p.is_file() and ".git" not in p.parts}
     assert on_disk == expected == tracked(target) == set(payload["files"])
     log = subprocess.run(["git", "log", "--format=%H"], cwd=target, capture_output=True, text=True, check=True)
