@@ -376,9 +376,19 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> None:
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGHUP end a command as Ctrl-C does, unless the command was started ignoring them.
+
+    A signal ignored on entry stays ignored: `nohup` ignores SIGHUP so that a score outlives its terminal, and
+    a shell without job control starts `cmd &` ignoring SIGINT. Python itself keeps an inherited ignored SIGINT.
+    """
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _terminate)
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _terminate)
+
+
+def main() -> None:
+    install_signal_handlers()
     app()
 
 

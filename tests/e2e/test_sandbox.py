@@ -199,7 +199,15 @@ def start_slow_score(tmp_path: Path) -> tuple[subprocess.Popen, list[Path]]:
         "--busy",
         "record",
     ]
-    scorer = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # As from a terminal: a test run started in the background of a script inherits an ignored SIGINT, which
+    # the scorer (as any program) keeps; Ctrl-C at a terminal always reaches a scorer that handles it.
+    scorer = subprocess.Popen(
+        command,
+        cwd=PROJECT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # until its first run's worker is up (the baseline's or the sleeper's)
         folders = trial_folders_of(scorer.pid)
