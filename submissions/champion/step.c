@@ -4,7 +4,9 @@
    its sequences on its own rows of every activation buffer, into its own gradient buffer, with no barrier.
    Then the gradient buffers are summed (each thread a slice), the global norm is taken in double, and AdamW
    updates each thread's slice. Every product is one register-blocked GEMM kernel with strided A (so A may be
-   a transpose) and row-major B; the weights are also kept transposed for the products with W^T.
+   a transpose) and row-major B. The weight matrices are also kept packed, as they are and transposed, in the
+   kernel's column panels (each panel's rows contiguous), refreshed after every update, so that the products
+   with W and W^T read them as one sequential stream instead of rows a few KB apart.
    The vector width follows the compiler's target: 16 floats with AVX-512, 8 with AVX2. */
 #include <math.h>
 #include <omp.h>
@@ -109,11 +111,20 @@ static void block(int mr, int nv, int nr, int kb, int ke, const float *A, long r
 
 /* C[M x N] = A[M x K] B[K x N] (+ C if acc, + bias row if given and not acc). causal: CAUSAL_N computes only the
    column panels a row block can see (j <= i), CAUSAL_KEND sums p <= i, CAUSAL_KBEG sums p >= i. */
-static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long ldb, float *C,
+/* The column panels of an N-column B: whole tiles of NVMAX vectors, then what is left in whole vectors, then
+   the edge. A packed B holds each panel as K contiguous rows of its own width (ldb < 0 says so). */
+static inline int panel_width(int left) {
+    int nv = left / VL > NVMAX ? NVMAX : left / VL;
+    return nv ? nv * VL : left;
+}
+
+static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const float *Bm, long ldbm, float *C,
                  long ldc, int acc, const float *bias, int causal) {
     for (int n0 = 0; n0 < N;) {
         int left = N - n0, nv = left / VL > NVMAX ? NVMAX : left / VL;
         int nr = nv ? nv * VL : left, mrb = nv ? MR_OF(nv) : MRMAX;
+        const float *B = ldbm < 0 ? Bm + (long)n0 * K - n0 : Bm;
+        long ldb = ldbm < 0 ? nr : ldbm;
         for (int m0 = 0; m0 < M; m0 += mrb) {
             int mr = M - m0 < mrb ? M - m0 : mrb;
             if (causal == CAUSAL_N && n0 >= m0 + mr) continue;
@@ -155,11 +166,12 @@ typedef struct {
     long N, np, rows; /* N = B T; rows: of every activation buffer, nt chunks of chunk T rows */
     float *p, *m, *v;   /* flat, owned by the caller */
     float **g;          /* per thread flat gradients */
-    float *wt;          /* transposed weights */
+    float *wt;          /* transposed weights, packed */
+    float *pk;          /* the weights packed (only the matrices are filled) */
     long *off, *toff; /* offsets of the tensors in the flat buffers, and of the transposed copies */
     /* activations, N rows each */
     float **h, **a1, **qkv, **o, **hmid, **a2, **f, **att, *mean, *rstd, *lnf, *logits;
-    float *dh, *dt, *dqkv, *du, *us, *scratch;
+    float *dh, *dt, *dqkv, *du, *us, *gd, *scratch;
     double part[64], lossp[64];
     double times[8];
     int profile; /* when set, thread 0 adds its CPU seconds per kind of work to prof */
@@ -214,6 +226,7 @@ void *ctx_new(int V, int T, int C, int L, int H, int B, int nt, int chunk, long 
         for (int k = 0; k < 4; k++) ctx->toff[1 + 4 * l + k] = at, at += sz[k];
     }
     ctx->wt = falloc(at);
+    ctx->pk = falloc(np);
     ctx->h = fallocs(L + 1, N * C);
     ctx->a1 = fallocs(L, N * C), ctx->qkv = fallocs(L, N * 3 * C), ctx->o = fallocs(L, N * C);
     ctx->hmid = fallocs(L, N * C), ctx->a2 = fallocs(L, N * C), ctx->f = fallocs(L, N * 4 * C);
@@ -222,28 +235,40 @@ void *ctx_new(int V, int T, int C, int L, int H, int B, int nt, int chunk, long 
     ctx->lnf = falloc(N * C), ctx->logits = falloc(N * V);
     ctx->dh = falloc(N * C), ctx->dt = falloc(N * C), ctx->dqkv = falloc(N * 3 * C);
     ctx->du = falloc(N * 4 * C), ctx->us = falloc(N * 4 * C);
+    ctx->gd = falloc(N * 4 * C);
     ctx->scratch = falloc((long)nt * scratch_size(T, ctx->D));
     return ctx;
 }
 
-static void transpose(const float *src, int rows, int cols, float *dst) {
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++) dst[(long)c * rows + r] = src[(long)r * cols + c];
-}
-
-static void refresh_transposes(Ctx *ctx, int tid, int nt) {
-    int C = ctx->C;
-    if (tid == 0) transpose(ctx->p + ctx->off[P_WTE], ctx->V, C, ctx->wt);
-    for (int l = 0; l < ctx->L; l++) {
-        if ((l + 1) % nt != tid) continue;
-        transpose(LP(ctx->p, l, L_ATTW), C, 3 * C, ctx->wt + ctx->toff[1 + 4 * l]);
-        transpose(LP(ctx->p, l, L_PROJW), C, C, ctx->wt + ctx->toff[2 + 4 * l]);
-        transpose(LP(ctx->p, l, L_FCW), C, 4 * C, ctx->wt + ctx->toff[3 + 4 * l]);
-        transpose(LP(ctx->p, l, L_FPW), 4 * C, C, ctx->wt + ctx->toff[4 + 4 * l]);
+/* dst = src (rows x cols, row-major) in packed panels, transposed first if tr (then dst packs src^T). */
+static void pack(const float *src, int rows, int cols, int tr, float *dst) {
+    int K = tr ? cols : rows, N = tr ? rows : cols;
+    for (int n0 = 0; n0 < N;) {
+        int nr = panel_width(N - n0);
+        float *d = dst + (long)n0 * K;
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < nr; j++)
+                d[(long)k * nr + j] = tr ? src[(long)(n0 + j) * cols + k] : src[(long)k * cols + n0 + j];
+        n0 += nr;
     }
 }
 
-void ctx_loaded(Ctx *ctx) { refresh_transposes(ctx, 0, 1), (void)0; }
+static void refresh_packs(Ctx *ctx, int tid, int nt) {
+    int C = ctx->C;
+    if (tid == 0) pack(ctx->p + ctx->off[P_WTE], ctx->V, C, 1, ctx->wt);
+    if (tid == (nt > 1 ? 1 : 0)) pack(ctx->p + ctx->off[P_WTE], ctx->V, C, 0, ctx->pk + ctx->off[P_WTE]);
+    static const int mats[4] = {L_ATTW, L_PROJW, L_FCW, L_FPW};
+    for (int l = 0; l < ctx->L; l++) {
+        if ((l + 1) % nt != tid) continue;
+        for (int k = 0; k < 4; k++) {
+            int n_in = k == 3 ? 4 * C : C, n_out = k == 0 ? 3 * C : k == 2 ? 4 * C : C;
+            pack(LP(ctx->p, l, mats[k]), n_in, n_out, 1, ctx->wt + ctx->toff[1 + 4 * l + k]);
+            pack(LP(ctx->p, l, mats[k]), n_in, n_out, 0, LP(ctx->pk, l, mats[k]));
+        }
+    }
+}
+
+void ctx_loaded(Ctx *ctx) { refresh_packs(ctx, 0, 1), (void)0; }
 
 static void layernorm(const float *x, long rows, int C, const float *g, const float *b, float *y, float *mean,
                       float *rstd) {
@@ -299,24 +324,31 @@ static void linear_back(long M, int n_in, int n_out, const float *x, const float
                         float *gb, float *dx, int acc) {
     gemm(n_in, n_out, (int)M, x, 1, n_in, dy, n_out, gw, n_out, acc, NULL, FULL);
     colsum(dy, M, n_out, gb, acc);
-    gemm((int)M, n_in, n_out, dy, n_out, 1, wt, n_in, dx, n_in, 0, NULL, FULL);
+    gemm((int)M, n_in, n_out, dy, n_out, 1, wt, -1, dx, n_in, 0, NULL, FULL);
 }
 
 static void gelu(const float *f, long n, float *u) {
 #pragma omp simd
     for (long i = 0; i < n; i++) {
-        float x = f[i], z = x * (GELU_A + GELU_B * x * x);
-        u[i] = x / (1.0f + fexp(-z));
+        float x = f[i], z = x * (GELU_A + GELU_B * x * x), s = 1.0f / (1.0f + fexp(-z));
+        u[i] = x * s; /* as gelu_and_slope recomputes it */
     }
 }
 
-/* du *= gelu'(f), gelu(x) = x s, s = sigmoid(A x + B x^3): gelu' = s + x s (1 - s) (A + 3 B x^2). */
-static void gelu_back(const float *f, long n, float *du) {
+/* u = gelu(f) and d = gelu'(f) from one exp: gelu(x) = x s, s = sigmoid(A x + B x^3), so
+   gelu' = s + x s (1 - s) (A + 3 B x^2). */
+static void gelu_and_slope(const float *f, long n, float *u, float *d) {
 #pragma omp simd
     for (long i = 0; i < n; i++) {
         float x = f[i], z = x * (GELU_A + GELU_B * x * x), s = 1.0f / (1.0f + fexp(-z));
-        du[i] *= s + x * s * (1.0f - s) * (GELU_A + 3.0f * GELU_B * x * x);
+        u[i] = x * s;
+        d[i] = s + x * s * (1.0f - s) * (GELU_A + 3.0f * GELU_B * x * x);
     }
+}
+
+static void scale_by(float *x, const float *d, long n) {
+#pragma omp simd
+    for (long i = 0; i < n; i++) x[i] *= d[i];
 }
 
 typedef int32_t vi __attribute__((vector_size(VL * 4)));
@@ -470,7 +502,7 @@ static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float 
         float *mean = ctx->mean + N * 2 * l + r0, *rstd = ctx->rstd + N * 2 * l + r0;
         layernorm(hin, M, C, LP(P, l, L_LN1G), LP(P, l, L_LN1B), a1, mean, rstd);
         MARK(2);
-        gemm(M, 3 * C, C, a1, C, 1, LP(P, l, L_ATTW), 3 * C, qkv, 3 * C, 0, LP(P, l, L_ATTB), FULL);
+        gemm(M, 3 * C, C, a1, C, 1, LP(ctx->pk, l, L_ATTW), -1, qkv, 3 * C, 0, LP(P, l, L_ATTB), FULL);
         MARK(0);
         for (int b = b0; b < b1; b++)
             for (int hh = 0; hh < H; hh++)
@@ -481,11 +513,11 @@ static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float 
         for (long r = 0; r < M; r++)
 #pragma omp simd
             for (int c = 0; c < C; c++) hm[r * C + c] = hin[r * C + c] + pb[c];
-        gemm(M, C, C, o, C, 1, LP(P, l, L_PROJW), C, hm, C, 1, NULL, FULL);
+        gemm(M, C, C, o, C, 1, LP(ctx->pk, l, L_PROJW), -1, hm, C, 1, NULL, FULL);
         MARK(0);
         layernorm(hm, M, C, LP(P, l, L_LN2G), LP(P, l, L_LN2B), a2, mean + N, rstd + N);
         MARK(2);
-        gemm(M, 4 * C, C, a2, C, 1, LP(P, l, L_FCW), 4 * C, f, 4 * C, 0, LP(P, l, L_FCB), FULL);
+        gemm(M, 4 * C, C, a2, C, 1, LP(ctx->pk, l, L_FCW), -1, f, 4 * C, 0, LP(P, l, L_FCB), FULL);
         MARK(0);
         gelu(f, M * 4 * C, u);
         MARK(2);
@@ -493,14 +525,14 @@ static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float 
         for (long r = 0; r < M; r++)
 #pragma omp simd
             for (int c = 0; c < C; c++) hout[r * C + c] = hm[r * C + c] + fb[c];
-        gemm(M, C, 4 * C, u, 4 * C, 1, LP(P, l, L_FPW), C, hout, C, 1, NULL, FULL);
+        gemm(M, C, 4 * C, u, 4 * C, 1, LP(ctx->pk, l, L_FPW), -1, hout, C, 1, NULL, FULL);
         MARK(0);
     }
     float *lnf = ROWS(ctx->lnf, C), *lg = ROWS(ctx->logits, V), *hl = ROWS(ctx->h[L], C);
     float *meanf = ctx->mean + N * 2 * L + r0, *rstdf = ctx->rstd + N * 2 * L + r0;
     layernorm(hl, M, C, P + ctx->off[P_LNFG], P + ctx->off[P_LNFB], lnf, meanf, rstdf);
     MARK(2);
-    gemm(M, V, C, lnf, C, 1, ctx->wt, V, lg, V, 0, NULL, FULL);
+    gemm(M, V, C, lnf, C, 1, ctx->wt, -1, lg, V, 0, NULL, FULL);
     MARK(3);
     double loss = 0.0;
     float inv = 1.0f / (float)ctx->N;
@@ -527,7 +559,7 @@ static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float 
     float *dh = ROWS(ctx->dh, C), *dt = ROWS(ctx->dt, C), *dqkv = ROWS(ctx->dqkv, 3 * C), *du = ROWS(ctx->du, 4 * C);
     gemm(V, C, (int)M, lg, 1, V, lnf, C, g + ctx->off[P_WTE], C, acc, NULL, FULL);
     MARK(4);
-    gemm(M, C, V, lg, V, 1, P + ctx->off[P_WTE], C, dt, C, 0, NULL, FULL);
+    gemm(M, C, V, lg, V, 1, ctx->pk + ctx->off[P_WTE], -1, dt, C, 0, NULL, FULL);
     MARK(4);
     layernorm_back(dt, hl, M, C, P + ctx->off[P_LNFG], meanf, rstdf, dh, 0, g + ctx->off[P_LNFG],
                    g + ctx->off[P_LNFB], acc);
@@ -535,14 +567,14 @@ static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float 
     for (int l = L - 1; l >= 0; l--) {
         float *hin = ROWS(ctx->h[l], C), *a1 = ROWS(ctx->a1[l], C), *qkv = ROWS(ctx->qkv[l], 3 * C);
         float *o = ROWS(ctx->o[l], C), *hm = ROWS(ctx->hmid[l], C), *a2 = ROWS(ctx->a2[l], C);
-        float *f = ROWS(ctx->f[l], 4 * C), *u = ROWS(ctx->us, 4 * C);
+        float *f = ROWS(ctx->f[l], 4 * C), *u = ROWS(ctx->us, 4 * C), *gd = ROWS(ctx->gd, 4 * C);
         float *mean = ctx->mean + N * 2 * l + r0, *rstd = ctx->rstd + N * 2 * l + r0;
         const float *wt = ctx->wt;
-        gelu(f, M * 4 * C, u);
+        gelu_and_slope(f, M * 4 * C, u, gd);
         MARK(5);
         linear_back(M, 4 * C, C, u, dh, wt + ctx->toff[4 + 4 * l], LP(g, l, L_FPW), LP(g, l, L_FPB), du, acc);
         MARK(6);
-        gelu_back(f, M * 4 * C, du);
+        scale_by(du, gd, M * 4 * C);
         MARK(5);
         linear_back(M, C, 4 * C, a2, du, wt + ctx->toff[3 + 4 * l], LP(g, l, L_FCW), LP(g, l, L_FCB), dt, acc);
         MARK(6);
@@ -621,7 +653,7 @@ double ctx_step(Ctx *ctx, const int32_t *tok, float lr, float c1, float c2, floa
             p[i] -= lr * ((m[i] / c1) / (sqrtf(v[i] / c2) + eps) + dec * p[i]);
         }
 #pragma omp barrier
-        refresh_transposes(ctx, tid, n);
+        refresh_packs(ctx, tid, n);
     }
     double loss = 0.0;
     for (int k = 0; k < nt; k++) loss += ctx->lossp[k];
