@@ -109,20 +109,21 @@ static void block(int mr, int nv, int nr, int kb, int ke, const float *A, long r
     }
 }
 
-/* C[M x N] = A[M x K] B[K x N] (+ C if acc, + bias row if given and not acc). causal: CAUSAL_N computes only the
-   column panels a row block can see (j <= i), CAUSAL_KEND sums p <= i, CAUSAL_KBEG sums p >= i. */
 /* The column panels of an N-column B: whole tiles of NVMAX vectors, then what is left in whole vectors, then
-   the edge. A packed B holds each panel as K contiguous rows of its own width (ldb < 0 says so). */
+   the edge. A packed B holds each panel as K contiguous rows of its own width (ldb < 0 says so); gemm and pack
+   both cut panels here, so they always agree. */
 static inline int panel_width(int left) {
     int nv = left / VL > NVMAX ? NVMAX : left / VL;
     return nv ? nv * VL : left;
 }
 
+/* C[M x N] = A[M x K] B[K x N] (+ C if acc, + bias row if given and not acc). causal: CAUSAL_N computes only the
+   column panels a row block can see (j <= i), CAUSAL_KEND sums p <= i, CAUSAL_KBEG sums p >= i. */
 static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const float *Bm, long ldbm, float *C,
                  long ldc, int acc, const float *bias, int causal) {
     for (int n0 = 0; n0 < N;) {
-        int left = N - n0, nv = left / VL > NVMAX ? NVMAX : left / VL;
-        int nr = nv ? nv * VL : left, mrb = nv ? MR_OF(nv) : MRMAX;
+        int nr = panel_width(N - n0), nv = nr / VL; /* nv = 0: an edge narrower than a vector */
+        int mrb = nv ? MR_OF(nv) : MRMAX;
         const float *B = ldbm < 0 ? Bm + (long)n0 * K - n0 : Bm;
         long ldb = ldbm < 0 ? nr : ldbm;
         for (int m0 = 0; m0 < M; m0 += mrb) {
@@ -327,20 +328,20 @@ static void linear_back(long M, int n_in, int n_out, const float *x, const float
     gemm((int)M, n_in, n_out, dy, n_out, 1, wt, -1, dx, n_in, 0, NULL, FULL);
 }
 
+/* s = sigmoid(A x + B x^3), so that gelu(x) = x s; the forward pass and the backward's recomputation share it,
+   so both see the same u bit for bit. */
+static inline float gelu_sigmoid(float x) { return 1.0f / (1.0f + fexp(-x * (GELU_A + GELU_B * x * x))); }
+
 static void gelu(const float *f, long n, float *u) {
 #pragma omp simd
-    for (long i = 0; i < n; i++) {
-        float x = f[i], z = x * (GELU_A + GELU_B * x * x), s = 1.0f / (1.0f + fexp(-z));
-        u[i] = x * s; /* as gelu_and_slope recomputes it */
-    }
+    for (long i = 0; i < n; i++) u[i] = f[i] * gelu_sigmoid(f[i]);
 }
 
-/* u = gelu(f) and d = gelu'(f) from one exp: gelu(x) = x s, s = sigmoid(A x + B x^3), so
-   gelu' = s + x s (1 - s) (A + 3 B x^2). */
+/* u = gelu(f) and d = gelu'(f) from one exp: gelu' = s + x s (1 - s) (A + 3 B x^2). */
 static void gelu_and_slope(const float *f, long n, float *u, float *d) {
 #pragma omp simd
     for (long i = 0; i < n; i++) {
-        float x = f[i], z = x * (GELU_A + GELU_B * x * x), s = 1.0f / (1.0f + fexp(-z));
+        float x = f[i], s = gelu_sigmoid(x);
         u[i] = x * s;
         d[i] = s + x * s * (1.0f - s) * (GELU_A + 3.0f * GELU_B * x * x);
     }
