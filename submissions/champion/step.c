@@ -6,7 +6,9 @@
    updates each thread's slice. Every product is one register-blocked GEMM kernel with strided A (so A may be
    a transpose) and row-major B. The weight matrices are also kept packed, as they are and transposed, in the
    kernel's column panels (each panel's rows contiguous), refreshed after every update, so that the products
-   with W and W^T read them as one sequential stream instead of rows a few KB apart.
+   with W and W^T read them as one sequential stream instead of rows a few KB apart. The kernel's tiles also
+   start from a residual plus bias and end with GELU (its slope kept for the backward pass) or a product with
+   the GELU slope, so those element-wise passes cost no trip through memory of their own.
    The vector width follows the compiler's target: 16 floats with AVX-512, 8 with AVX2. */
 #include <math.h>
 #include <omp.h>
@@ -35,17 +37,74 @@ static inline vf vld(const float *p) {
 }
 static inline void vst(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
+/* exp(x) = 2^n e^r, n = round(x / ln 2), r by a degree-6 polynomial: about 2 ulp. The same operations on a float
+   or on a vector of them (the callers clamp x to the float range first). */
+#define EXP_OF_CLAMPED(x, n, r, p)                                                                                   \
+    n = ((x) * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */                            \
+    r = (x) - n * 0.693359375f;                                                                                      \
+    r = r - n * -2.12194440e-4f;                                                                                     \
+    p = r * 1.9875691500e-4f + 1.3981999507e-3f;                                                                     \
+    p = p * r + 8.3334519073e-3f;                                                                                    \
+    p = p * r + 4.1665795894e-2f;                                                                                    \
+    p = p * r + 1.6666665459e-1f;                                                                                    \
+    p = p * r + 5.0000001201e-1f;                                                                                    \
+    p = p * r * r + r + 1.0f
+
+/* exp(x) for x in any range (clamped to the float range); vectorises. */
+static inline float fexp(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float n, r, p;
+    EXP_OF_CLAMPED(x, n, r, p);
+    int32_t e = ((int32_t)n + 127) << 23;
+    float s;
+    memcpy(&s, &e, 4);
+    return p * s;
+}
+
+#define GELU_A 1.5957691216057308f /* 2 sqrt(2/pi) */
+#define GELU_B (GELU_A * 0.044715f)
+
+typedef int32_t vi __attribute__((vector_size(VL * 4)));
+
+static inline vf vsel(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
+
+/* fexp on a whole vector. */
+static inline vf vexp(vf x) {
+    const vf lo = (vf){0} - 87.0f, hi = (vf){0} + 88.0f;
+    x = vsel(x < lo, lo, x);
+    x = vsel(x > hi, hi, x);
+    vf n, r, p;
+    EXP_OF_CLAMPED(x, n, r, p);
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    return p * (vf)e;
+}
+
+/* s = sigmoid(A x + B x^3), so that gelu(x) = x s, and gelu'(x) = s + x s (1 - s) (A + 3 B x^2): the GEMM
+   epilogue below computes both, in vectors or (at an edge) one float at a time, with the same operations. */
+static inline float gelu_sigmoid(float x) { return 1.0f / (1.0f + fexp(-x * (GELU_A + GELU_B * x * x))); }
+static inline float gelu_slope(float x, float s) { return s + x * s * (1.0f - s) * (GELU_A + 3.0f * GELU_B * x * x); }
+static inline vf vgelu_sigmoid(vf x) { return 1.0f / (1.0f + vexp(-x * (GELU_A + GELU_B * x * x))); }
+static inline vf vgelu_slope(vf x, vf s) { return s + x * s * (1.0f - s) * (GELU_A + 3.0f * GELU_B * x * x); }
+
+/* What a product's tile does with its sums before storing them: nothing, GELU (C gets gelu(sum) and aux the
+   slope there), or a product with aux (C gets sum * aux). aux and res are laid out as C (same leading dimension). */
+enum { POST_NONE = 0, POST_GELU = 1, POST_MUL = 2 };
+
 enum { FULL = 0, CAUSAL_N = 1, CAUSAL_KEND = 2, CAUSAL_KBEG = 3 };
 
 /* C[mr x nv*VL] (=|+=) A[mr x (kb..ke)] B[(kb..ke) x nv*VL]; A[i][p] = A[i*rsa + p*csa]. mr and nv are constants
    after inlining, so the accumulators live in registers. */
 static inline __attribute__((always_inline)) void ukern(int mr, int nv, int kb, int ke, const float *A, long rsa,
                                                          long csa, const float *B, long ldb, float *C, long ldc,
-                                                         int acc, const float *bias) {
+                                                         int acc, const float *bias, const float *res, int post,
+                                                         float *aux) {
     vf c[MRMAX][NVMAX];
     for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nv; j++)
-            c[i][j] = acc ? vld(C + i * ldc + j * VL) : (bias ? vld(bias + j * VL) : (vf){0});
+        for (int j = 0; j < nv; j++) {
+            vf b0 = bias ? vld(bias + j * VL) : (vf){0};
+            c[i][j] = acc ? vld(C + i * ldc + j * VL) : res ? vld(res + i * ldc + j * VL) + b0 : b0;
+        }
     for (int p = kb; p < ke; p++) {
         const float *b = B + (long)p * ldb;
         vf bv[NVMAX];
@@ -57,25 +116,46 @@ static inline __attribute__((always_inline)) void ukern(int mr, int nv, int kb, 
         }
     }
     for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nv; j++) vst(C + i * ldc + j * VL, c[i][j]);
+        for (int j = 0; j < nv; j++) {
+            vf x = c[i][j];
+            if (post == POST_GELU) {
+                vf sg = vgelu_sigmoid(x);
+                vst(aux + i * ldc + j * VL, vgelu_slope(x, sg));
+                x = x * sg;
+            } else if (post == POST_MUL)
+                x = x * vld(aux + i * ldc + j * VL);
+            vst(C + i * ldc + j * VL, x);
+        }
 }
 
 /* The same for nr < VL columns, plainly. */
 static void uedge(int mr, int nr, int kb, int ke, const float *A, long rsa, long csa, const float *B, long ldb,
-                  float *C, long ldc, int acc, const float *bias) {
+                  float *C, long ldc, int acc, const float *bias, const float *res, int post, float *aux) {
     float t[MRMAX][VL];
     for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) t[i][j] = acc ? C[i * ldc + j] : (bias ? bias[j] : 0.0f);
+        for (int j = 0; j < nr; j++) {
+            float b0 = bias ? bias[j] : 0.0f;
+            t[i][j] = acc ? C[i * ldc + j] : res ? res[i * ldc + j] + b0 : b0;
+        }
     for (int p = kb; p < ke; p++)
         for (int i = 0; i < mr; i++) {
             float a = A[i * rsa + (long)p * csa];
             for (int j = 0; j < nr; j++) t[i][j] += a * B[(long)p * ldb + j];
         }
     for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) C[i * ldc + j] = t[i][j];
+        for (int j = 0; j < nr; j++) {
+            float x = t[i][j];
+            if (post == POST_GELU) {
+                float sg = gelu_sigmoid(x);
+                aux[i * ldc + j] = gelu_slope(x, sg);
+                x = x * sg;
+            } else if (post == POST_MUL)
+                x = x * aux[i * ldc + j];
+            C[i * ldc + j] = x;
+        }
 }
 
-#define UK(MRV, NVV) ukern((MRV) < MR_OF(NVV) ? (MRV) : MR_OF(NVV), NVV, kb, ke, A, rsa, csa, B, ldb, C, ldc, acc, bias)
+#define UK(MRV, NVV) ukern((MRV) < MR_OF(NVV) ? (MRV) : MR_OF(NVV), NVV, kb, ke, A, rsa, csa, B, ldb, C, ldc, acc, bias, res, post, aux)
 #define UKS(NVV)                                                                                                     \
     switch (mr) {                                                                                                    \
     case 1: if (1 <= MR_OF(NVV)) UK(1, NVV); break;                                                                                      \
@@ -97,7 +177,7 @@ static void uedge(int mr, int nr, int kb, int ke, const float *A, long rsa, long
     }
 
 static void block(int mr, int nv, int nr, int kb, int ke, const float *A, long rsa, long csa, const float *B,
-                  long ldb, float *C, long ldc, int acc, const float *bias) {
+                  long ldb, float *C, long ldc, int acc, const float *bias, const float *res, int post, float *aux) {
     switch (nv) {
 #if NVMAX > 2
     case 4: UKS(4) break;
@@ -105,7 +185,7 @@ static void block(int mr, int nv, int nr, int kb, int ke, const float *A, long r
 #endif
     case 2: UKS(2) break;
     case 1: UKS(1) break;
-    default: uedge(mr, nr, kb, ke, A, rsa, csa, B, ldb, C, ldc, acc, bias);
+    default: uedge(mr, nr, kb, ke, A, rsa, csa, B, ldb, C, ldc, acc, bias, res, post, aux);
     }
 }
 
@@ -119,8 +199,8 @@ static inline int panel_width(int left) {
 
 /* C[M x N] = A[M x K] B[K x N] (+ C if acc, + bias row if given and not acc). causal: CAUSAL_N computes only the
    column panels a row block can see (j <= i), CAUSAL_KEND sums p <= i, CAUSAL_KBEG sums p >= i. */
-static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const float *Bm, long ldbm, float *C,
-                 long ldc, int acc, const float *bias, int causal) {
+static void gemm_post(int M, int N, int K, const float *A, long rsa, long csa, const float *Bm, long ldbm, float *C,
+                      long ldc, int acc, const float *bias, const float *res, int post, float *aux, int causal) {
     for (int n0 = 0; n0 < N;) {
         int nr = panel_width(N - n0), nv = nr / VL; /* nv = 0: an edge narrower than a vector */
         int mrb = nv ? MR_OF(nv) : MRMAX;
@@ -132,35 +212,19 @@ static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const 
             int kb = 0, ke = K;
             if (causal == CAUSAL_KEND) ke = m0 + mr < K ? m0 + mr : K;
             if (causal == CAUSAL_KBEG) kb = m0;
-            block(mr, nv, nr, kb, ke, A + m0 * rsa, rsa, csa, B + n0, ldb, C + (long)m0 * ldc + n0, ldc, acc,
-                  bias ? bias + n0 : NULL);
+            long at = (long)m0 * ldc + n0;
+            block(mr, nv, nr, kb, ke, A + m0 * rsa, rsa, csa, B + n0, ldb, C + at, ldc, acc, bias ? bias + n0 : NULL,
+                  res ? res + at : NULL, post, aux ? aux + at : NULL);
         }
         n0 += nr;
     }
 }
 
-/* exp(x) for x in any range (clamped to the float range), about 2 ulp; vectorises. */
-static inline float fexp(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;
-    float s;
-    memcpy(&s, &e, 4);
-    return p * s;
+/* The plain product: C (+)= A B (+ bias), nothing done to the sums. */
+static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const float *Bm, long ldbm, float *C,
+                 long ldc, int acc, const float *bias, int causal) {
+    gemm_post(M, N, K, A, rsa, csa, Bm, ldbm, C, ldc, acc, bias, NULL, POST_NONE, NULL, causal);
 }
-
-#define GELU_A 1.5957691216057308f /* 2 sqrt(2/pi) */
-#define GELU_B (GELU_A * 0.044715f)
 
 typedef struct {
     int V, T, C, L, H, D, B, nt, chunk; /* chunk: sequences a thread takes through a pass at a time */
@@ -171,8 +235,8 @@ typedef struct {
     float *pk;          /* the weights packed (only the matrices are filled) */
     long *off, *toff; /* offsets of the tensors in the flat buffers, and of the transposed copies */
     /* activations, N rows each */
-    float **h, **a1, **qkv, **o, **hmid, **a2, **f, **att, *mean, *rstd, *lnf, *logits;
-    float *dh, *dt, *dqkv, *du, *us, *gd, *scratch;
+    float **h, **a1, **qkv, **o, **hmid, **a2, **f, **gd, **att, *mean, *rstd, *lnf, *logits; /* f: gelu(fc), gd: its slope */
+    float *dh, *dt, *dqkv, *du, *scratch;
     double part[64], lossp[64];
     double times[8];
     int profile; /* when set, thread 0 adds its CPU seconds per kind of work to prof */
@@ -235,8 +299,7 @@ void *ctx_new(int V, int T, int C, int L, int H, int B, int nt, int chunk, long 
     ctx->mean = falloc(N * (2 * L + 1)), ctx->rstd = falloc(N * (2 * L + 1));
     ctx->lnf = falloc(N * C), ctx->logits = falloc(N * V);
     ctx->dh = falloc(N * C), ctx->dt = falloc(N * C), ctx->dqkv = falloc(N * 3 * C);
-    ctx->du = falloc(N * 4 * C), ctx->us = falloc(N * 4 * C);
-    ctx->gd = falloc(N * 4 * C);
+    ctx->du = falloc(N * 4 * C), ctx->gd = fallocs(L, N * 4 * C);
     ctx->scratch = falloc((long)nt * scratch_size(T, ctx->D));
     return ctx;
 }
@@ -320,59 +383,13 @@ static void colsum(const float *x, long rows, int C, float *out, int acc) {
 }
 
 /* Backward of y = x W + b over M rows (W: n_in x n_out, wt its transpose): gW (+)= x^T dy, gb (+)= column sums
-   of dy, dx = dy W^T. */
+   of dy, dx = dy W^T, times dmul element by element if given (the slope of what made x). */
 static void linear_back(long M, int n_in, int n_out, const float *x, const float *dy, const float *wt, float *gw,
-                        float *gb, float *dx, int acc) {
+                        float *gb, float *dx, const float *dmul, int acc) {
     gemm(n_in, n_out, (int)M, x, 1, n_in, dy, n_out, gw, n_out, acc, NULL, FULL);
     colsum(dy, M, n_out, gb, acc);
-    gemm((int)M, n_in, n_out, dy, n_out, 1, wt, -1, dx, n_in, 0, NULL, FULL);
-}
-
-/* s = sigmoid(A x + B x^3), so that gelu(x) = x s; the forward pass and the backward's recomputation share it,
-   so both see the same u bit for bit. */
-static inline float gelu_sigmoid(float x) { return 1.0f / (1.0f + fexp(-x * (GELU_A + GELU_B * x * x))); }
-
-static void gelu(const float *f, long n, float *u) {
-#pragma omp simd
-    for (long i = 0; i < n; i++) u[i] = f[i] * gelu_sigmoid(f[i]);
-}
-
-/* u = gelu(f) and d = gelu'(f) from one exp: gelu' = s + x s (1 - s) (A + 3 B x^2). */
-static void gelu_and_slope(const float *f, long n, float *u, float *d) {
-#pragma omp simd
-    for (long i = 0; i < n; i++) {
-        float x = f[i], s = gelu_sigmoid(x);
-        u[i] = x * s;
-        d[i] = s + x * s * (1.0f - s) * (GELU_A + 3.0f * GELU_B * x * x);
-    }
-}
-
-static void scale_by(float *x, const float *d, long n) {
-#pragma omp simd
-    for (long i = 0; i < n; i++) x[i] *= d[i];
-}
-
-typedef int32_t vi __attribute__((vector_size(VL * 4)));
-
-static inline vf vsel(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
-
-/* fexp on a whole vector. */
-static inline vf vexp(vf x) {
-    const vf lo = (vf){0} - 87.0f, hi = (vf){0} + 88.0f;
-    x = vsel(x < lo, lo, x);
-    x = vsel(x > hi, hi, x);
-    vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    vf r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    vf p = (vf){0} + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-    return p * (vf)e;
+    gemm_post((int)M, n_in, n_out, dy, n_out, 1, wt, -1, dx, n_in, 0, NULL, NULL, dmul ? POST_MUL : POST_NONE,
+              (float *)dmul, FULL);
 }
 
 /* Horizontal max and sum by halving, log2(VL) dependent steps instead of VL. */
@@ -499,7 +516,7 @@ static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float 
     for (int l = 0; l < L; l++) {
         float *hin = ROWS(ctx->h[l], C), *a1 = ROWS(ctx->a1[l], C), *qkv = ROWS(ctx->qkv[l], 3 * C);
         float *o = ROWS(ctx->o[l], C), *hm = ROWS(ctx->hmid[l], C), *a2 = ROWS(ctx->a2[l], C);
-        float *f = ROWS(ctx->f[l], 4 * C), *hout = ROWS(ctx->h[l + 1], C), *u = ROWS(ctx->us, 4 * C);
+        float *u = ROWS(ctx->f[l], 4 * C), *gd = ROWS(ctx->gd[l], 4 * C), *hout = ROWS(ctx->h[l + 1], C);
         float *mean = ctx->mean + N * 2 * l + r0, *rstd = ctx->rstd + N * 2 * l + r0;
         layernorm(hin, M, C, LP(P, l, L_LN1G), LP(P, l, L_LN1B), a1, mean, rstd);
         MARK(2);
@@ -510,23 +527,15 @@ static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float 
                 attn_fwd(ctx, qkv + (long)(b - b0) * T * 3 * C + hh * D, o + (long)(b - b0) * T * C + hh * D,
                          ctx->att[l] + (a0 + (long)(b - b0) * H + hh) * T * ldp_of(T), sc);
                          MARK(1);
-        const float *pb = LP(P, l, L_PROJB);
-        for (long r = 0; r < M; r++)
-#pragma omp simd
-            for (int c = 0; c < C; c++) hm[r * C + c] = hin[r * C + c] + pb[c];
-        gemm(M, C, C, o, C, 1, LP(ctx->pk, l, L_PROJW), -1, hm, C, 1, NULL, FULL);
+        gemm_post(M, C, C, o, C, 1, LP(ctx->pk, l, L_PROJW), -1, hm, C, 0, LP(P, l, L_PROJB), hin, POST_NONE, NULL,
+                  FULL);
         MARK(0);
         layernorm(hm, M, C, LP(P, l, L_LN2G), LP(P, l, L_LN2B), a2, mean + N, rstd + N);
         MARK(2);
-        gemm(M, 4 * C, C, a2, C, 1, LP(ctx->pk, l, L_FCW), -1, f, 4 * C, 0, LP(P, l, L_FCB), FULL);
-        MARK(0);
-        gelu(f, M * 4 * C, u);
-        MARK(2);
-        const float *fb = LP(P, l, L_FPB);
-        for (long r = 0; r < M; r++)
-#pragma omp simd
-            for (int c = 0; c < C; c++) hout[r * C + c] = hm[r * C + c] + fb[c];
-        gemm(M, C, 4 * C, u, 4 * C, 1, LP(ctx->pk, l, L_FPW), -1, hout, C, 1, NULL, FULL);
+        gemm_post(M, 4 * C, C, a2, C, 1, LP(ctx->pk, l, L_FCW), -1, u, 4 * C, 0, LP(P, l, L_FCB), NULL, POST_GELU, gd,
+                  FULL);
+        gemm_post(M, C, 4 * C, u, 4 * C, 1, LP(ctx->pk, l, L_FPW), -1, hout, C, 0, LP(P, l, L_FPB), hm, POST_NONE,
+                  NULL, FULL);
         MARK(0);
     }
     float *lnf = ROWS(ctx->lnf, C), *lg = ROWS(ctx->logits, V), *hl = ROWS(ctx->h[L], C);
@@ -568,21 +577,17 @@ static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float 
     for (int l = L - 1; l >= 0; l--) {
         float *hin = ROWS(ctx->h[l], C), *a1 = ROWS(ctx->a1[l], C), *qkv = ROWS(ctx->qkv[l], 3 * C);
         float *o = ROWS(ctx->o[l], C), *hm = ROWS(ctx->hmid[l], C), *a2 = ROWS(ctx->a2[l], C);
-        float *f = ROWS(ctx->f[l], 4 * C), *u = ROWS(ctx->us, 4 * C), *gd = ROWS(ctx->gd, 4 * C);
+        float *u = ROWS(ctx->f[l], 4 * C), *gd = ROWS(ctx->gd[l], 4 * C);
         float *mean = ctx->mean + N * 2 * l + r0, *rstd = ctx->rstd + N * 2 * l + r0;
         const float *wt = ctx->wt;
-        gelu_and_slope(f, M * 4 * C, u, gd);
-        MARK(5);
-        linear_back(M, 4 * C, C, u, dh, wt + ctx->toff[4 + 4 * l], LP(g, l, L_FPW), LP(g, l, L_FPB), du, acc);
+        linear_back(M, 4 * C, C, u, dh, wt + ctx->toff[4 + 4 * l], LP(g, l, L_FPW), LP(g, l, L_FPB), du, gd, acc);
         MARK(6);
-        scale_by(du, gd, M * 4 * C);
-        MARK(5);
-        linear_back(M, C, 4 * C, a2, du, wt + ctx->toff[3 + 4 * l], LP(g, l, L_FCW), LP(g, l, L_FCB), dt, acc);
+        linear_back(M, C, 4 * C, a2, du, wt + ctx->toff[3 + 4 * l], LP(g, l, L_FCW), LP(g, l, L_FCB), dt, NULL, acc);
         MARK(6);
         layernorm_back(dt, hm, M, C, LP(P, l, L_LN2G), mean + N, rstd + N, dh, 1, LP(g, l, L_LN2G),
                        LP(g, l, L_LN2B), acc);
                        MARK(5);
-        linear_back(M, C, C, o, dh, wt + ctx->toff[2 + 4 * l], LP(g, l, L_PROJW), LP(g, l, L_PROJB), dt, acc);
+        linear_back(M, C, C, o, dh, wt + ctx->toff[2 + 4 * l], LP(g, l, L_PROJW), LP(g, l, L_PROJB), dt, NULL, acc);
         MARK(6);
         for (int b = b0; b < b1; b++)
             for (int hh = 0; hh < H; hh++) {
@@ -591,7 +596,7 @@ static double pass(Ctx *ctx, int tid, int b0, int b1, const int32_t *tok, float 
                          dt + ro, dqkv + rq, sc);
                          MARK(7);
             }
-        linear_back(M, C, 3 * C, a1, dqkv, wt + ctx->toff[1 + 4 * l], LP(g, l, L_ATTW), LP(g, l, L_ATTB), dt, acc);
+        linear_back(M, C, 3 * C, a1, dqkv, wt + ctx->toff[1 + 4 * l], LP(g, l, L_ATTW), LP(g, l, L_ATTB), dt, NULL, acc);
         MARK(6);
         layernorm_back(dt, hin, M, C, LP(P, l, L_LN1G), mean, rstd, dh, 1, LP(g, l, L_LN1G), LP(g, l, L_LN1B),
                        acc);
