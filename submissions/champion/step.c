@@ -427,6 +427,36 @@ static inline vi lanes(int base) {
     return iota + base;
 }
 
+/* dst[d][t] = src[t][d] for t < T, d < D (row strides lds and ldd): whole VL x VL blocks in registers, by
+   log2(VL) rounds of two-vector shuffles (each round swaps the off-diagonal halves of ever smaller blocks),
+   the rest one float at a time. */
+static void transpose(const float *src, long lds, int T, int D, float *dst, long ldd) {
+    vi lo[4], hi[4];
+    int nst = 0;
+    for (int st = VL / 2; st >= 1; st /= 2, nst++) {
+        vi l = lanes(0), up = (l & st) != 0;
+        lo[nst] = (up & (l + VL - st)) | (~up & l);
+        hi[nst] = (up & (l + VL)) | (~up & (l + st));
+    }
+    int tv = T / VL * VL, dv = D / VL * VL;
+    for (int t0 = 0; t0 < tv; t0 += VL)
+        for (int d0 = 0; d0 < dv; d0 += VL) {
+            vf r[VL];
+            for (int i = 0; i < VL; i++) r[i] = vld(src + (long)(t0 + i) * lds + d0);
+            int k = 0;
+            for (int st = VL / 2; st >= 1; st /= 2, k++)
+                for (int i = 0; i < VL; i++)
+                    if (!(i & st)) {
+                        vf a = r[i], b = r[i + st];
+                        r[i] = __builtin_shuffle(a, b, lo[k]);
+                        r[i + st] = __builtin_shuffle(a, b, hi[k]);
+                    }
+            for (int i = 0; i < VL; i++) vst(dst + (long)(d0 + i) * ldd + t0, r[i]);
+        }
+    for (int t = 0; t < T; t++)
+        for (int d = t < tv ? dv : 0; d < D; d++) dst[(long)d * ldd + t] = src[(long)t * lds + d];
+}
+
 /* Rows of attention matrices are ldp = T rounded up to whole vectors apart, so that a row's last vector never
    reaches into the next row. */
 static inline long ldp_of(int T) { return (T + VL - 1) / VL * VL; }
@@ -437,8 +467,7 @@ static void attn_fwd(Ctx *ctx, const float *q, float *o, float *P, float *sc) {
     long ld = 3L * C, lp = ldp_of(T);
     const float *k = q + C, *v = q + 2 * C;
     float *kt = sc, scale = 1.0f / sqrtf((float)D);
-    for (int t = 0; t < T; t++)
-        for (int d = 0; d < D; d++) kt[(long)d * lp + t] = k[t * ld + d];
+    transpose(k, ld, T, D, kt, lp);
     gemm(T, T, D, q, ld, 1, kt, lp, P, lp, 0, NULL, CAUSAL_N);
     for (int i = 0; i < T; i++) {
         /* whole vectors up to the one holding the diagonal, the future masked */
@@ -465,8 +494,7 @@ static void attn_bwd(Ctx *ctx, const float *q, const float *o, const float *P, c
     long ld = 3L * C, lp = ldp_of(T);
     const float *k = q + C, *v = q + 2 * C;
     float *vt = sc, *dp = sc + (long)D * lp, scale = 1.0f / sqrtf((float)D);
-    for (int t = 0; t < T; t++)
-        for (int d = 0; d < D; d++) vt[(long)d * lp + t] = v[t * ld + d];
+    transpose(v, ld, T, D, vt, lp);
     gemm(T, T, D, dout, C, 1, vt, lp, dp, lp, 0, NULL, CAUSAL_N);
     for (int i = 0; i < T; i++) {
         float delta = 0.0f;
