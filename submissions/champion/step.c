@@ -304,15 +304,19 @@ void *ctx_new(int V, int T, int C, int L, int H, int B, int nt, int chunk, long 
     return ctx;
 }
 
+static void transpose(const float *src, long lds, int T, int D, float *dst, long ldd);
+
 /* dst = src (rows x cols, row-major) in packed panels, transposed first if tr (then dst packs src^T). */
 static void pack(const float *src, int rows, int cols, int tr, float *dst) {
     int K = tr ? cols : rows, N = tr ? rows : cols;
     for (int n0 = 0; n0 < N;) {
         int nr = panel_width(N - n0);
         float *d = dst + (long)n0 * K;
-        for (int k = 0; k < K; k++)
-            for (int j = 0; j < nr; j++)
-                d[(long)k * nr + j] = tr ? src[(long)(n0 + j) * cols + k] : src[(long)k * cols + n0 + j];
+        if (tr)
+            transpose(src + (long)n0 * cols, cols, nr, K, d, nr); /* d[k][j] = src[n0 + j][k] */
+        else
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < nr; j++) d[(long)k * nr + j] = src[(long)k * cols + n0 + j];
         n0 += nr;
     }
 }
