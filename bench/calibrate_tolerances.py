@@ -46,9 +46,12 @@ HONEST: dict[str, tuple[str, dict | None]] = {
     "numba-fastmath": ("tests/honest/numba_fastmath", None),
     "c-fma": ("tests/honest/c_fma", None),
     "junk-in-key-bias": (LOW, {"part": "none", "trick": "key_bias", "start": 0}),
+    "torch-tuned": ("submissions/torch-tuned", None),
+    "champion": ("submissions/champion", None),
 }
 """Honest: what a careful or careless but legal float32 submission does. The last trains honestly and writes
-huge values into the part of attn.b the audit does not compare: it must score exactly as the honest port."""
+huge values into the part of attn.b the audit does not compare: it must score exactly as the honest port. The
+two ladder rungs are honest by construction (torch float32 with MKL's GEMMs; C with its own kernels)."""
 
 DISHONEST: dict[str, tuple[str, dict | None]] = {
     "lr+2%": (ATTACKS + "lr_change", None),

@@ -11,7 +11,7 @@ from harness.contract import protocol
 from harness.contract.checkpoint import Arrays, Checkpoint
 from harness.contract.checks import Check, Failure
 from harness.contract.spec import Task, Tolerances
-from harness.judge import figures, oracle
+from harness.judge import figures, oracle, second_opinion
 from harness.judge.hints import hint
 from harness.judge.state import state_problem
 from harness.judge.tolerances import DEFAULT, group_tolerance
@@ -73,6 +73,25 @@ def segment_failure(seg: SegmentAudit, tol: Tolerances) -> Failure | None:
     return None
 
 
+def _second_failure(seg: SegmentAudit, tol: Tolerances) -> Failure | None:
+    """The segment judged against the limits its float32 noise allows (harness.judge.second_opinion)."""
+    limits = second_opinion.widened(tol, seg.float32_noise)
+    seg.limits = {k: v for k, v in limits.model_dump().items() if v is not None}
+    failure = segment_failure(seg, limits)
+    if failure is None:
+        return None
+    before = tol.model_dump()
+    wider = {k: v for k, v in seg.limits.items() if v != before[k]}
+    if not wider:
+        return failure  # the segment's float32 noise is far below every tolerance: a plain rejection
+    allowed = ", ".join(f"{k} {v:.3g}" for k, v in sorted(wider.items()))
+    return Failure(
+        failure.check,
+        f"{failure.reason}, after this segment's own float32 noise (the trusted float32 replay's) had widened "
+        f"the limits to {allowed}",
+    )
+
+
 def run_loss_bias(segments: list[SegmentAudit]) -> float:
     """Mean signed deviation of every logged loss from the replay's, over all the audited steps."""
     steps = sum(s.last_step - s.first_step + 1 for s in segments)
@@ -116,9 +135,10 @@ def audit_segment(
     logged: dict[int, float],
     end: Checkpoint,
     index: int,
-) -> tuple[SegmentAudit, Checkpoint]:
+) -> tuple[SegmentAudit, Checkpoint, list[float]]:
     """Replay steps first..last from `start` and measure the submission's end state and losses against it;
-    the segment's figures and the replay's end state. Raises NonFiniteReplay if the replay is not finite."""
+    the segment's figures, the replay's end state and its losses. Raises NonFiniteReplay if the replay is not
+    finite."""
     losses, replayed = oracle.replay(task, start, batches, first, last)
     if not (
         np.isfinite(losses).all() and all(np.isfinite(a).all() for g in replayed.groups().values() for a in g.values())
@@ -148,7 +168,7 @@ def audit_segment(
         group_distances=fig.groups,
         moment_distance=fig.moments,
     )
-    return seg, replayed
+    return seg, replayed, losses
 
 
 def audit_run(
@@ -189,12 +209,15 @@ def _audit_segments(
     for k, sent in enumerate(checkpoints):
         end = sent.as_float64()
         try:
-            seg, replayed = audit_segment(task, state, batches, state.step + 1, end.step, logged, end, k)
+            seg, replayed, replay_losses = audit_segment(task, state, batches, state.step + 1, end.step, logged, end, k)
         except NonFiniteReplay as err:
             failure = failure or Failure(Check.PROTOCOL, str(err))
             break
         segments.append(seg)
-        failure = failure or segment_failure(seg, tol)
+        if failure is None and segment_failure(seg, tol):
+            # a second opinion while the verdict is open: the limits it sets are never tighter than the tolerances
+            seg.float32_noise = second_opinion.float32_figures(task, state, batches, replayed, replay_losses)
+            failure = _second_failure(seg, tol)
         if on_segment:
             on_segment(k)
         # the next segment starts from what the submission says it had (each segment is judged locally), with

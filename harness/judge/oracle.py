@@ -40,9 +40,9 @@ def lr_at(task: Task, t: int) -> float:
     return task.lr_min + (task.lr - task.lr_min) * 0.5 * (1.0 + math.cos(math.pi * (t - W) / (S - W)))
 
 
-def _tensors(arrays: Arrays, grad: bool = False) -> dict[str, torch.Tensor]:
-    """float64 tensors of fresh copies: nothing the oracle does writes back into its inputs."""
-    return {k: torch.tensor(a, dtype=DTYPE, requires_grad=grad) for k, a in arrays.items()}
+def _tensors(arrays: Arrays, grad: bool = False, dtype: torch.dtype = DTYPE) -> dict[str, torch.Tensor]:
+    """float64 (or `dtype`) tensors of fresh copies: nothing the oracle does writes back into its inputs."""
+    return {k: torch.tensor(a, dtype=dtype, requires_grad=grad) for k, a in arrays.items()}
 
 
 def _forward_loss(task: Task, p: dict[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
@@ -86,12 +86,12 @@ def _grad(t: torch.Tensor) -> torch.Tensor:
 class _Stepper:
     """AdamW over torch tensors (SPEC §3); keeps the state on the torch side between steps."""
 
-    def __init__(self, task: Task, state: Checkpoint):
-        self.task = task
+    def __init__(self, task: Task, state: Checkpoint, dtype: torch.dtype = DTYPE):
+        self.task, self.dtype = task, dtype
         self.at = state.step
-        self.p = _tensors(state.params, grad=True)
-        self.m = _tensors(state.m)
-        self.v = _tensors(state.v)
+        self.p = _tensors(state.params, grad=True, dtype=dtype)
+        self.m = _tensors(state.m, dtype=dtype)
+        self.v = _tensors(state.v, dtype=dtype)
         self.decay = {k: task.weight_decay if len(shape) == 2 else 0.0 for k, shape in param_shapes(task).items()}
 
     def step(self, s: int, tokens: np.ndarray) -> float:
@@ -102,7 +102,7 @@ class _Stepper:
         loss.backward()
         with torch.no_grad():
             grads = {k: _grad(q) for k, q in self.p.items()}
-            norm = torch.sqrt(sum(((g * g).sum() for g in grads.values()), torch.zeros((), dtype=DTYPE)))
+            norm = torch.sqrt(sum(((g * g).sum() for g in grads.values()), torch.zeros((), dtype=self.dtype)))
             scale = min(1.0, task.grad_clip / (float(norm) + 1e-6))
             lr = lr_at(task, t)
             c1, c2 = 1.0 - task.beta1**t, 1.0 - task.beta2**t
@@ -130,10 +130,19 @@ def adamw_step(task: Task, state: Checkpoint, s: int, tokens: np.ndarray) -> tup
 
 
 def replay(
-    task: Task, state: Checkpoint, batches: np.ndarray, first_step: int, last_step: int
+    task: Task,
+    state: Checkpoint,
+    batches: np.ndarray,
+    first_step: int,
+    last_step: int,
+    dtype: torch.dtype = DTYPE,
 ) -> tuple[list[float], Checkpoint]:
-    """Steps first_step..last_step (inclusive) from `state`: the per-step losses and the end state."""
-    stepper = _Stepper(task, state)
+    """Steps first_step..last_step (inclusive) from `state`: the per-step losses and the end state.
+
+    With `dtype` float32 the same arithmetic in float32: an honest float32 implementation of its own, whose
+    distance from the float64 replay is the rounding noise this segment has in float32 (the audit's second
+    opinion)."""
+    stepper = _Stepper(task, state, dtype)
     losses = [stepper.step(s, batches[s]) for s in range(first_step, last_step + 1)]
     return losses, stepper.state()
 

@@ -49,6 +49,14 @@ class SegmentRecord(_Model):
     movement of m (harness.judge.figures.moment_direction); 0 in older records."""
     group_distances: dict[str, float] = Field(default_factory=dict)
     """The normalised end-state distance of each group (params, m, v); empty in older records."""
+    float32_noise: dict[str, float] = Field(default_factory=dict)
+    """Only where the segment exceeded a tolerance: the trusted implementation's own float32 replay of it,
+    measured against the float64 replay (distance_params, distance_m, distance_v, tensor_distance, moments,
+    loss). The segment was then judged against 10x these, at most 10x the tolerances
+    (harness.judge.second_opinion); empty otherwise."""
+    limits: dict[str, float] = Field(default_factory=dict)
+    """The tolerances this segment was judged by where the second opinion set them (keyed as the record's
+    tolerances); empty where the record's own tolerances applied."""
 
 
 class Isolation(_Model):

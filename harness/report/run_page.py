@@ -169,7 +169,9 @@ def _group_within(seg: SegmentRecord, tol: dict[str, float]) -> bool:
 
 
 def segment_within(seg: SegmentRecord, tol: dict[str, float]) -> bool:
-    """Whether a segment is within every tolerance the record was audited with (the groups each under theirs)."""
+    """Whether a segment is within every tolerance it was audited with (the groups each under theirs): the
+    record's, or the limits the audit's second opinion set for it."""
+    tol = {**tol, **seg.limits}
     others = [m for m in _measures(tol) if m[1] != "distance"]
     return _group_within(seg, tol) and all(getattr(seg, attr) <= tol[key] for _, attr, key in others)
 
