@@ -141,8 +141,18 @@ def loss_differences(record: RunRecord) -> list[list[float]]:
     return out
 
 
+def vector_isa(flags: list[str]) -> str:
+    """The widest float vector instructions among a CPU's flags, for telling apart machines that share a model
+    name (an AMD EPYC with AVX2 and one with AVX-512 both call themselves "AMD EPYC"); empty if none is known."""
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
+
+
 def machine_label(machine: Machine) -> str:
-    return f"{machine.cpu_model or 'unknown CPU'} on {machine.hostname or 'unknown host'}"
+    """The machine a record's times belong to: CPU model, vector width (where the record has the flags; older
+    records do not, and stay in a group of their own) and host."""
+    isa = vector_isa(machine.cpu_flags)
+    cpu = f"{machine.cpu_model or 'unknown CPU'}{f' ({isa})' if isa else ''}"
+    return f"{cpu} on {machine.hostname or 'unknown host'}"
 
 
 def workload_label(workload: Workload) -> str:

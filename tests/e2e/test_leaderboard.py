@@ -168,7 +168,9 @@ def test_a_corrupt_or_foreign_file_is_skipped_with_a_warning_naming_it(scored_re
 def test_results_from_different_machines_are_separate_groups(tmp_path):
     # records made here, not timed: which group a record joins must not hang on how a run went on a busy machine
     here = make_record("torch-float32", system="s")
-    other = Machine.model_validate(here.machine.model_dump() | {"hostname": "second-host", "cpu_model": "Other CPU"})
+    other = Machine.model_validate(
+        here.machine.model_dump() | {"hostname": "second-host", "cpu_model": "Other CPU", "cpu_flags": []}
+    )
     store.write_record(here, tmp_path)
     store.write_record(make_record("lr-change", system="s").model_copy(update={"verdict": "rejected"}), tmp_path)
     store.write_record(here.model_copy(update={"machine": other}), tmp_path)
@@ -179,6 +181,16 @@ def test_results_from_different_machines_are_separate_groups(tmp_path):
     assert md.count("## Machine: ") == 2 and "Other CPU on second-host" in md
     moved = next(s for s in out["sections"] if s["machine"] == "Other CPU on second-host")
     assert [r["submission"] for r in moved["accepted"]] == ["torch-float32"] and moved["rejected"] == []
+
+
+def test_one_model_name_with_two_vector_widths_is_two_machines(tmp_path):
+    # two AMD EPYC guests on one host name, one with AVX2 and one with AVX-512, once shared a group
+    here = make_record("torch-float32", system="s")
+    for flags in (["sse4_2", "avx", "avx2", "fma"], ["avx2", "fma", "avx512f"], []):
+        machine = here.machine.model_dump() | {"hostname": "vm", "cpu_model": "AMD EPYC", "cpu_flags": flags}
+        store.write_record(here.model_copy(update={"machine": Machine.model_validate(machine)}), tmp_path)
+    machines = sorted({s["machine"] for s in board(tmp_path)["sections"]})
+    assert machines == ["AMD EPYC (AVX-512) on vm", "AMD EPYC (AVX2) on vm", "AMD EPYC on vm"]
 
 
 def test_a_later_rejection_marks_the_accepted_result(scored_results, tmp_path):
