@@ -15,6 +15,25 @@ static void head_columns(const float *x, long ld, int T, int D, float *kt) {
         for (int d = 0; d < D; d++) kt[(long)d * T + t] = x[t * ld + d];
 }
 
+/* out[0..D) = sum over j < n of w[j] x[j*ld + d]: with D a constant after inlining (16 or 32) the sum stays in
+   registers, two partial sums apart so that consecutive FMAs do not wait on each other; the first version
+   added into out in memory, one store-to-load dependency per j. */
+static inline __attribute__((always_inline)) void weighted_rows(const float *w, const float *x, long ld, int n,
+                                                                const int D, float *out) {
+    float a[64] = {0}, c[64] = {0};
+    int j = 0;
+    for (; j + 1 < n; j += 2) {
+        const float *x0 = x + j * ld, *x1 = x0 + ld;
+        for (int d = 0; d < D; d++) {
+            a[d] += w[j] * x0[d];
+            c[d] += w[j + 1] * x1[d];
+        }
+    }
+    if (j < n)
+        for (int d = 0; d < D; d++) a[d] += w[j] * x[j * ld + d];
+    for (int d = 0; d < D; d++) out[d] = a[d] + c[d];
+}
+
 /* qkv: (B*T, 3C) rows [q | k | v], heads of D = C/H columns; o: (B*T, C); p: (B, H, T, T) probabilities kept
    for the backward pass (only j <= i is written or read). */
 void attention_forward(const float *qkv, float *o, float *p, int B, int T, int C, int H) {
@@ -42,11 +61,17 @@ void attention_forward(const float *qkv, float *o, float *p, int B, int T, int C
                 }
                 float inv = 1.0f / total, *oi = o + ((long)b * T + i) * C + h * D;
                 for (int j = 0; j <= i; j++) pi[j] *= inv;
-                memset(oi, 0, sizeof(float) * D);
-                for (int j = 0; j <= i; j++) {
-                    const float *vj = base + j * ld + 2 * C;
+                if (D == 16)
+                    weighted_rows(pi, base + 2 * C, ld, i + 1, 16, oi);
+                else if (D == 32)
+                    weighted_rows(pi, base + 2 * C, ld, i + 1, 32, oi);
+                else {
+                    memset(oi, 0, sizeof(float) * D);
+                    for (int j = 0; j <= i; j++) {
+                        const float *vj = base + j * ld + 2 * C;
 #pragma GCC ivdep
-                    for (int d = 0; d < D; d++) oi[d] += pi[j] * vj[d];
+                        for (int d = 0; d < D; d++) oi[d] += pi[j] * vj[d];
+                    }
                 }
             }
         }
@@ -76,12 +101,20 @@ void attention_backward(const float *qkv, const float *o, const float *p, const 
                     for (int j = 0; j <= i; j++) ds[j] += gi[d] * vd[j];
                 }
                 for (int j = 0; j <= i; j++) ds[j] = pi[j] * (ds[j] - delta) * scale;
+                if (D == 16)
+                    weighted_rows(ds, base + C, ld, i + 1, 16, dqi);
+                else if (D == 32)
+                    weighted_rows(ds, base + C, ld, i + 1, 32, dqi);
+                else
+                    for (int j = 0; j <= i; j++) {
+                        const float *kj = base + j * ld + C;
+#pragma GCC ivdep
+                        for (int d = 0; d < D; d++) dqi[d] += ds[j] * kj[d];
+                    }
                 for (int j = 0; j <= i; j++) {
-                    const float *kj = base + j * ld + C;
                     float *dkj = dbase + j * ld + C, *dvj = dbase + j * ld + 2 * C;
 #pragma GCC ivdep
-                    for (int d = 0; d < D; d++) { /* dq, dk and dv are disjoint columns of dqkv */
-                        dqi[d] += ds[j] * kj[d];
+                    for (int d = 0; d < D; d++) { /* dk and dv are disjoint columns of dqkv */
                         dkj[d] += ds[j] * qi[d];
                         dvj[d] += pi[j] * gi[d];
                     }
