@@ -34,6 +34,24 @@ static inline __attribute__((always_inline)) void weighted_rows(const float *w, 
     for (int d = 0; d < D; d++) out[d] = a[d] + c[d];
 }
 
+/* The same for any D: in registers for the head widths of the workloads, plainly in memory otherwise (inlined
+   at both call sites, so the compiled code is the one the two sites had before they shared it). */
+static inline __attribute__((always_inline)) void weighted_sum(const float *w, const float *x, long ld, int n, int D,
+                                                               float *out) {
+    if (D == 16)
+        weighted_rows(w, x, ld, n, 16, out);
+    else if (D == 32)
+        weighted_rows(w, x, ld, n, 32, out);
+    else {
+        memset(out, 0, sizeof(float) * D);
+        for (int j = 0; j < n; j++) {
+            const float *xj = x + j * ld;
+#pragma GCC ivdep
+            for (int d = 0; d < D; d++) out[d] += w[j] * xj[d];
+        }
+    }
+}
+
 /* qkv: (B*T, 3C) rows [q | k | v], heads of D = C/H columns; o: (B*T, C); p: (B, H, T, T) probabilities kept
    for the backward pass (only j <= i is written or read). */
 void attention_forward(const float *qkv, float *o, float *p, int B, int T, int C, int H) {
@@ -61,18 +79,7 @@ void attention_forward(const float *qkv, float *o, float *p, int B, int T, int C
                 }
                 float inv = 1.0f / total, *oi = o + ((long)b * T + i) * C + h * D;
                 for (int j = 0; j <= i; j++) pi[j] *= inv;
-                if (D == 16)
-                    weighted_rows(pi, base + 2 * C, ld, i + 1, 16, oi);
-                else if (D == 32)
-                    weighted_rows(pi, base + 2 * C, ld, i + 1, 32, oi);
-                else {
-                    memset(oi, 0, sizeof(float) * D);
-                    for (int j = 0; j <= i; j++) {
-                        const float *vj = base + j * ld + 2 * C;
-#pragma GCC ivdep
-                        for (int d = 0; d < D; d++) oi[d] += pi[j] * vj[d];
-                    }
-                }
+                weighted_sum(pi, base + 2 * C, ld, i + 1, D, oi);
             }
         }
 }
@@ -101,16 +108,7 @@ void attention_backward(const float *qkv, const float *o, const float *p, const 
                     for (int j = 0; j <= i; j++) ds[j] += gi[d] * vd[j];
                 }
                 for (int j = 0; j <= i; j++) ds[j] = pi[j] * (ds[j] - delta) * scale;
-                if (D == 16)
-                    weighted_rows(ds, base + C, ld, i + 1, 16, dqi);
-                else if (D == 32)
-                    weighted_rows(ds, base + C, ld, i + 1, 32, dqi);
-                else
-                    for (int j = 0; j <= i; j++) {
-                        const float *kj = base + j * ld + C;
-#pragma GCC ivdep
-                        for (int d = 0; d < D; d++) dqi[d] += ds[j] * kj[d];
-                    }
+                weighted_sum(ds, base + C, ld, i + 1, D, dqi); /* dq_i: written only here, whole */
                 for (int j = 0; j <= i; j++) {
                     float *dkj = dbase + j * ld + C, *dvj = dbase + j * ld + 2 * C;
 #pragma GCC ivdep
