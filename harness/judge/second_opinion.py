@@ -26,6 +26,7 @@ import torch
 from harness.contract.checkpoint import Checkpoint
 from harness.contract.spec import Task, Tolerances
 from harness.judge import figures, oracle
+from harness.judge.tolerances import group_measure
 
 MARGIN = 10.0
 """A segment may sit this many times above the trusted float32 replay's own figure (SPEC §6's honest margin)."""
@@ -62,15 +63,17 @@ def _widened(tolerance: float | None, noise: float) -> float | None:
 
 def widened(tol: Tolerances, noise: dict[str, float]) -> Tolerances:
     """The limits one segment is judged by, given its float32 noise: each measure's tolerance, or MARGIN times
-    the noise where that is larger, at most CAP times the tolerance. The group distance (params, and m and v
-    where no moment_group is set) widens by the largest group's noise it covers."""
-    params = noise.get("distance_params", 0.0)
-    moment_groups = max(noise.get("distance_m", 0.0), noise.get("distance_v", 0.0))
-    distance_noise = params if tol.moment_group is not None else max(params, moment_groups)
+    the noise where that is larger, at most CAP times the tolerance. A group tolerance widens by the largest
+    noise of the groups it covers (tolerances.group_measure)."""
+    groups: dict[str, float] = {}
+    for key, value in noise.items():
+        if key.startswith("distance_"):
+            measure = group_measure(key.removeprefix("distance_"), tol)
+            groups[measure] = max(groups.get(measure, 0.0), value)
     return tol.model_copy(
         update={
-            "distance": _widened(tol.distance, distance_noise),
-            "moment_group": _widened(tol.moment_group, moment_groups),
+            "distance": _widened(tol.distance, groups.get("distance", 0.0)),
+            "moment_group": _widened(tol.moment_group, groups.get("moment_group", 0.0)),
             "moments": _widened(tol.moments, noise.get("moments", 0.0)),
             "tensor_distance": _widened(tol.tensor_distance, noise.get("tensor_distance", 0.0)),
             "loss": _widened(tol.loss, noise.get("loss", 0.0)),

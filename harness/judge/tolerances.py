@@ -39,6 +39,14 @@ def for_workload(workload: Workload) -> Tolerances:
     return workload.tolerances or DEFAULT
 
 
+def group_measure(group: str, tol: Tolerances) -> str:
+    """The tolerance a whole group's distance falls under: params under `distance`, m and v under `moment_group`
+    if set (else `distance` too)."""
+    return "moment_group" if group in ("m", "v") and tol.moment_group is not None else "distance"
+
+
 def group_tolerance(group: str, tol: Tolerances) -> float:
-    """The tolerance of a whole group's distance: params under `distance`, m and v under `moment_group` if set."""
-    return tol.moment_group if group in ("m", "v") and tol.moment_group is not None else tol.distance
+    """The tolerance of a whole group's distance (see group_measure)."""
+    limit = getattr(tol, group_measure(group, tol))
+    assert isinstance(limit, float)
+    return limit
