@@ -102,6 +102,12 @@ class Tolerances(_Strict):
     tensor itself; None in records from before this measure."""
 
 
+def group_measure(group: str, moment_group: float | None) -> str:
+    """The tolerance a whole group's distance falls under: params under `distance`, m and v under `moment_group`
+    where the tolerances set one (else under `distance` too). The judge and the run page both ask this."""
+    return "moment_group" if group in ("m", "v") and moment_group is not None else "distance"
+
+
 class Workload(_Strict):
     """One TOML file under bench/workloads/: what is trained, and the default budget."""
 

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 from harness.contract.checkpoint import Checkpoint
-from harness.contract.spec import Task, Tolerances
+from harness.contract.spec import Task, Tolerances, group_measure
 from harness.judge import figures, oracle
-from harness.judge.tolerances import group_measure
 
 MARGIN = 10.0
 """A segment may sit this many times above the trusted float32 replay's own figure (SPEC §6's honest margin)."""
@@ -64,11 +63,11 @@ def _widened(tolerance: float | None, noise: float) -> float | None:
 def widened(tol: Tolerances, noise: dict[str, float]) -> Tolerances:
     """The limits one segment is judged by, given its float32 noise: each measure's tolerance, or MARGIN times
     the noise where that is larger, at most CAP times the tolerance. A group tolerance widens by the largest
-    noise of the groups it covers (tolerances.group_measure)."""
+    noise of the groups it covers (harness.contract.spec.group_measure)."""
     groups: dict[str, float] = {}
     for key, value in noise.items():
         if key.startswith("distance_"):
-            measure = group_measure(key.removeprefix("distance_"), tol)
+            measure = group_measure(key.removeprefix("distance_"), tol.moment_group)
             groups[measure] = max(groups.get(measure, 0.0), value)
     return tol.model_copy(
         update={

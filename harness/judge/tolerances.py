@@ -6,7 +6,7 @@ per measure); a workload without one is audited with DEFAULT.
 
 from __future__ import annotations
 
-from harness.contract.spec import Tolerances, Workload
+from harness.contract.spec import Tolerances, Workload, group_measure
 
 DISTANCE_TOL = 2e-4
 """Normalised end-state distance allowed for the params group (see docs/calibration.md)."""
@@ -39,14 +39,8 @@ def for_workload(workload: Workload) -> Tolerances:
     return workload.tolerances or DEFAULT
 
 
-def group_measure(group: str, tol: Tolerances) -> str:
-    """The tolerance a whole group's distance falls under: params under `distance`, m and v under `moment_group`
-    if set (else `distance` too)."""
-    return "moment_group" if group in ("m", "v") and tol.moment_group is not None else "distance"
-
-
 def group_tolerance(group: str, tol: Tolerances) -> float:
-    """The tolerance of a whole group's distance (see group_measure)."""
-    limit = getattr(tol, group_measure(group, tol))
+    """The tolerance of a whole group's distance (harness.contract.spec.group_measure)."""
+    limit = getattr(tol, group_measure(group, tol.moment_group))
     assert isinstance(limit, float)
     return limit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.contract.spec import group_measure
 from harness.errors import LoopbenchError
 from harness.records.schema import RunRecord, RunSummary, SegmentRecord, TrialRecord
 from harness.records.store import read_record, write_page
@@ -164,8 +165,7 @@ def _measures(tol: dict[str, float]) -> list[tuple[str, str, str]]:
 
 def _group_within(seg: SegmentRecord, tol: dict[str, float]) -> bool:
     groups = seg.group_distances or {seg.worst_group: seg.distance}
-    moment = tol.get("moment_group")
-    return all(d <= (moment if g in ("m", "v") and moment is not None else tol["distance"]) for g, d in groups.items())
+    return all(d <= tol[group_measure(g, tol.get("moment_group"))] for g, d in groups.items())
 
 
 def segment_within(seg: SegmentRecord, tol: dict[str, float]) -> bool:
